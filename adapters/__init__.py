@@ -1,0 +1,1 @@
+"""Adapters: implementations of the async SSPI contract behind one interface (api.py)."""
