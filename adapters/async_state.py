@@ -39,6 +39,10 @@ from adapters import status as st
 
 
 class State(enum.Enum):
+    # Identity hashing: Enum's default hashes the member name in Python code, which costs
+    # more than the rest of a table lookup on the simulator's hot path.
+    __hash__ = object.__hash__
+
     IDLE = "idle"
     PENDING_NOTIFY = "pending"  # queued, callback registered: callback due at completion
     PENDING_SILENT = "pending-silent"  # queued delete with no callback
@@ -48,6 +52,8 @@ class State(enum.Enum):
 
 
 class Event(enum.Enum):
+    __hash__ = object.__hash__
+
     SET_CALLBACK = "set_callback"
     CLEAR_CALLBACK = "clear_callback"
     QUEUE = "queue"  # any operation, callback registered
@@ -125,7 +131,7 @@ def _build() -> dict[tuple[State, Event], Rule]:
         t[s, E.SET_CALLBACK] = _misuse("OQ-9", _INVALID, "callback changed while a call is pending", s)
         t[s, E.CLEAR_CALLBACK] = _misuse("OQ-9", _INVALID, "callback changed while a call is pending", s)
         for q in (E.QUEUE, E.QUEUE_SILENT_DELETE, E.QUEUE_SILENT):
-            t[s, q] = _misuse("CALL-6", _INVALID, "queued on an async context whose call is pending (OQ-7)", s)
+            t[s, q] = _misuse("CTX-4", _INVALID, "queued on an async context whose call is pending (OQ-7)", s)
         t[s, E.COMPLETE] = _OK(True, S.COMPLETED)
         t[s, E.REINIT] = _misuse("REINIT-4", _BUSY_NT, "reinit while the call is pending", s)
         t[s, E.READ] = _OK(True, s)
@@ -168,7 +174,8 @@ def rule(state: State, event: Event) -> Rule:
 # Completion statuses each operation may report through SspiGetAsyncCallStatus, and the
 # requirement that lists them.  CALL-27 lists only SEC_E_OK; we also allow
 # SEC_E_INVALID_HANDLE for a handle that is not valid, as the synchronous twin documents
-# (GEN-5), since otherwise a freed or garbage handle would have no possible answer.  "Non-fatal" and "fatal" together; package-specific codes
+# (GEN-5), since otherwise a freed or garbage handle would have no possible answer.
+# "Non-fatal" and "fatal" together; package-specific codes
 # beyond these are allowed only where a profile maps them.
 COMPLETION_STATUSES: dict[str, tuple[str, frozenset[int]]] = {
     "acquire_credentials_handle_async": ("CALL-7", frozenset({
