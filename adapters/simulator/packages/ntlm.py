@@ -242,9 +242,7 @@ class NtlmPackage(SecurityPackage):
     features = frozenset({"client", "server"})
 
     # ---- credentials ------------------------------------------------------------------
-    def acquire(
-        self, principal: str | None, credential_use: int, auth_data: Mapping[str, Any] | None
-    ) -> AcquireResult:
+    def acquire(self, principal: str | None, credential_use: int, auth_data: Mapping[str, Any] | None) -> AcquireResult:
         if not credential_use & (SECPKG_CRED_INBOUND | SECPKG_CRED_OUTBOUND):
             return AcquireResult(st.SEC_E_NO_CREDENTIALS)
         try:
@@ -299,9 +297,7 @@ class NtlmPackage(SecurityPackage):
                 context.state = "failed"  # the AUTHENTICATE cannot be produced again
                 return StepResult(st.SEC_E_INSUFFICIENT_MEMORY, context)
             context.state = "complete"
-            context.attributes = _ret_bits(
-                wire.flags_of(reply, wire.AUTHENTICATE), context.echo, server=False
-            )
+            context.attributes = _ret_bits(wire.flags_of(reply, wire.AUTHENTICATE), context.echo, server=False)
             return StepResult(st.SEC_E_OK, context, context.attributes, NEVER)
 
     def _client_first(
@@ -328,9 +324,7 @@ class NtlmPackage(SecurityPackage):
         if not negotiate or not write_output(output, SECBUFFER_TOKEN, negotiate, allocate):
             return StepResult(st.SEC_E_INSUFFICIENT_MEMORY)  # OQ-20: no handle
         context = NtlmContext(server=False, proxy=proxy, accounts=None, echo=context_req)
-        context.attributes = _ret_bits(
-            wire.flags_of(negotiate, wire.NEGOTIATE), context_req, server=False
-        )
+        context.attributes = _ret_bits(wire.flags_of(negotiate, wire.NEGOTIATE), context_req, server=False)
         return StepResult(st.SEC_I_CONTINUE_NEEDED, context, context.attributes, NEVER)
 
     def accept(
@@ -411,9 +405,7 @@ class NtlmPackage(SecurityPackage):
         if not challenge or not write_output(output, SECBUFFER_TOKEN, challenge, allocate):
             return StepResult(st.SEC_E_INSUFFICIENT_MEMORY)  # OQ-20: no handle
         context = NtlmContext(server=True, proxy=proxy, accounts=accounts, echo=context_req)
-        context.attributes = _ret_bits(
-            wire.flags_of(challenge, wire.CHALLENGE), context_req, server=True
-        )
+        context.attributes = _ret_bits(wire.flags_of(challenge, wire.CHALLENGE), context_req, server=True)
         return StepResult(st.SEC_I_CONTINUE_NEEDED, context, context.attributes, NEVER)
 
     def delete(self, context: Any) -> int:

@@ -73,9 +73,7 @@ class AccountTable:
         return found
 
 
-_ACTIVE: contextvars.ContextVar[AccountTable | None] = contextvars.ContextVar(
-    "ntlm_account_table", default=None
-)
+_ACTIVE: contextvars.ContextVar[AccountTable | None] = contextvars.ContextVar("ntlm_account_table", default=None)
 
 
 def _install() -> None:

@@ -7,8 +7,8 @@ SEC_E_INVALID_TOKEN, and lets it tell "the bytes are broken" apart from "the pro
 (SEC_E_LOGON_DENIED) on the final ASC leg.
 
 Only the parts of the frame that decide whether the message can be read are checked: the
-signature, the message type, the fixed header length, and that every payload field named
-by the header lies inside the message.
+signature, the message type, the fixed header length (plus the VERSION when the flags
+announce one), and that every payload field named by the header lies inside the message.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ NEGOTIATE, CHALLENGE, AUTHENTICATE = 1, 2, 3
 # NegotiateFlags bits this package reports back as context attributes (MS-NLMP 2.2.2.5).
 FLAG_SIGN = 0x00000010
 FLAG_SEAL = 0x00000020
+# NEGOTIATE_VERSION: an 8-byte VERSION structure follows the fixed header.
+FLAG_VERSION = 0x02000000
+_VERSION_SIZE = 8
 
 _NAMES = {NEGOTIATE: "NEGOTIATE", CHALLENGE: "CHALLENGE", AUTHENTICATE: "AUTHENTICATE"}
 
@@ -57,10 +60,11 @@ def check(token: bytes, expected: int) -> int:
         length, _maxlen, offset = _FIELD.unpack_from(token, at)
         if length and offset + length > len(token):
             raise MalformedMessage(
-                f"{name}: field at header offset {at} spans {offset}+{length}, "
-                f"message has {len(token)} bytes"
+                f"{name}: field at header offset {at} spans {offset}+{length}, message has {len(token)} bytes"
             )
     (flags,) = _U32.unpack_from(token, flags_at)
+    if flags & FLAG_VERSION and len(token) < header + _VERSION_SIZE:
+        raise MalformedMessage(f"{name}: NEGOTIATE_VERSION set but the VERSION is cut off")
     return int(flags)
 
 
