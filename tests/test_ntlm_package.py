@@ -510,6 +510,15 @@ def test_tampered_or_replayed_message_is_altered(pkg: NtlmPackage) -> None:
     assert pkg.decrypt(hs.sctx, tampered)[0] == st.SEC_E_MESSAGE_ALTERED
 
 
+def test_out_of_order_message_is_altered(pkg: NtlmPackage) -> None:
+    hs = _established(pkg)
+    first = [SecBuffer(SECBUFFER_TOKEN, b"", 16), SecBuffer(SECBUFFER_DATA, b"one")]
+    second = [SecBuffer(SECBUFFER_TOKEN, b"", 16), SecBuffer(SECBUFFER_DATA, b"two")]
+    assert pkg.encrypt(hs.cctx, 0, first) == st.SEC_E_OK
+    assert pkg.encrypt(hs.cctx, 0, second) == st.SEC_E_OK
+    assert pkg.decrypt(hs.sctx, second)[0] == st.SEC_E_MESSAGE_ALTERED
+
+
 def test_sealing_misuse(pkg: NtlmPackage) -> None:
     hs = _established(pkg)
     assert pkg.encrypt(hs.cctx, 1, [SecBuffer(SECBUFFER_TOKEN, b"", 16), SecBuffer(SECBUFFER_DATA, b"x")]) == (
