@@ -115,6 +115,16 @@ class StreamSizes:
 
 
 @dataclass(frozen=True, slots=True)
+class ContextSizes:
+    """SecPkgContext_Sizes (SECPKG_ATTR_SIZES): message-protection sizes of non-stream packages."""
+
+    max_token: int
+    max_signature: int
+    block_size: int
+    security_trailer: int
+
+
+@dataclass(frozen=True, slots=True)
 class Violation:
     """A broken rule, attributed to whoever broke it.
 
@@ -168,7 +178,7 @@ class CompletionControl(abc.ABC):
     def complete_all(self) -> int:
         """Complete every pending call in queue order; returns how many."""
 
-    def inject_fault(self, fault: str, **params: Any) -> None:  # noqa: B027 - optional hook
+    def inject_fault(self, fault: str, **params: Any) -> None:
         """Arm a documented failure for the next matching call (``fault-injection``)."""
         raise Unsupported(f"fault injection ({fault})")
 
@@ -319,6 +329,7 @@ __all__ = [
     "Callback",
     "Capabilities",
     "CompletionControl",
+    "ContextSizes",
     "Handle",
     "ImplementationCrashed",
     "ImplementationHung",

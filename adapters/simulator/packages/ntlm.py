@@ -64,7 +64,7 @@ import spnego
 from spnego.exceptions import BadMICError, InvalidTokenError, SpnegoError
 
 from adapters import status as st
-from adapters.api import SecBuffer
+from adapters.api import ContextSizes, SecBuffer
 from adapters.constants import (
     ASC_REQ,
     ASC_RET,
@@ -115,16 +115,6 @@ _ASC_ECHO = (
     (ASC_REQ["EXTENDED_ERROR"], ASC_RET["EXTENDED_ERROR"]),
     (ASC_REQ["ALLOCATE_MEMORY"], ASC_RET["ALLOCATED_MEMORY"]),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ContextSizes:
-    """SecPkgContext_Sizes (SECPKG_ATTR_SIZES)."""
-
-    max_token: int
-    max_signature: int
-    block_size: int
-    security_trailer: int
 
 
 class BadAuthData(ValueError):
