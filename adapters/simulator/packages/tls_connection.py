@@ -1,0 +1,431 @@
+"""One Schannel security context: an OpenSSL ``SSLObject`` between two MemoryBIOs.
+
+This module works on plain bytes and returns results; :mod:`tls` maps them onto SSPI
+buffers.  Every byte on the wire is produced or checked by OpenSSL; what this class adds
+is Schannel's calling convention on top:
+
+* complete records only reach OpenSSL (framing in :mod:`tls_records`), so a partial
+  record changes nothing (SCH-20..22, C.4 #1);
+* the handshake stops feeding records once it completes and returns the rest as EXTRA
+  (SCH-23); mid-handshake a partial tail after complete records is EXTRA too;
+* a CertificateRequest met by a credential without a certificate pauses the leg with
+  SEC_I_INCOMPLETE_CREDENTIALS before OpenSSL answers it (SCH-12);
+* post-handshake handshake messages stall the record layer (SEC_I_RENEGOTIATE, MSG-8/9);
+* close_notify in either direction ends the record layer (SHUT-2/3, C.4 #5).
+
+Phases (C.2/C.3): HANDSHAKE (C1/C2, S1/S2), ESTABLISHED (C3/S3), STALLED (C4/S4),
+PEER_CLOSED (after SEC_I_CONTEXT_EXPIRED), SHUTDOWN (C5/S5, close requested),
+CLOSED (close_notify produced), FAILED (any fatal error; the caller must delete).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+import threading
+from dataclasses import dataclass
+
+from adapters import status as st
+from adapters.api import StreamSizes
+from adapters.simulator.packages.base import NEVER
+from adapters.simulator.packages.tls_alerts import failure_status
+from adapters.simulator.packages.tls_config import VERIFY_NONE, TlsCredential
+from adapters.simulator.packages.tls_observer import ObservedSSLObject, Recorder
+from adapters.simulator.packages.tls_pki import timestamp_ticks
+from adapters.simulator.packages.tls_records import HEADER_SIZE, FramingError, frame, record_length
+
+HANDSHAKE, ESTABLISHED, STALLED, PEER_CLOSED, SHUTDOWN, CLOSED, FAILED = range(7)
+PHASE_NAMES = ("handshake", "established", "stalled", "peer-closed", "shutdown", "closed", "failed")
+
+MAX_MESSAGE = 16384  # TLS plaintext fragment limit, cbMaximumMessage (MSG-1)
+_READ_SIZE = MAX_MESSAGE + 1024
+_FATAL = 2
+
+
+@dataclass(slots=True)
+class Leg:
+    """Result of one ISC/ASC leg on bytes."""
+
+    status: int
+    output: bytes = b""
+    alert: tuple[int, int] | None = None  # alert this side generated (SCH-9/29)
+    extra: int = 0  # unconsumed trailing input bytes (SCH-23)
+    missing: int = 0  # bytes still needed with SEC_E_INCOMPLETE_MESSAGE (SCH-21)
+    final: bool = False  # the handshake (or post-handshake exchange) completed
+
+
+@dataclass(slots=True)
+class Unwrapped:
+    """Result of one DecryptMessage on bytes (MSG-4..9)."""
+
+    status: int
+    header: bytes = b""
+    data: bytes = b""
+    trailer: bytes = b""
+    extra: int = 0
+    missing: int = 0
+
+
+def _stream_sizes(cipher: tuple[str, str, int] | None) -> StreamSizes:
+    """Header/trailer sizes of the negotiated record protection.
+
+    TLS 1.3 (any AEAD): 5-byte header; trailer = inner content type + 16-byte tag.
+    TLS 1.2 GCM/CCM: header carries the 8-byte explicit nonce; ChaCha20 has none.
+    TLS 1.2 CBC: header carries the IV; trailer = MAC + at most one block of padding.
+    """
+    name, version, _bits = cipher if cipher else ("", "", 0)
+    block = 16 if "AES" in name else (8 if "DES" in name else 1)
+    if version == "TLSv1.3":
+        return StreamSizes(HEADER_SIZE, 17, MAX_MESSAGE, 4, block)
+    if "GCM" in name or "CCM" in name:
+        return StreamSizes(HEADER_SIZE + 8, 16, MAX_MESSAGE, 4, block)
+    if "CHACHA20" in name:
+        return StreamSizes(HEADER_SIZE, 16, MAX_MESSAGE, 4, block)
+    mac = 48 if name.endswith("SHA384") else (32 if name.endswith("SHA256") else 20)
+    return StreamSizes(HEADER_SIZE + block, mac + block, MAX_MESSAGE, 4, block)
+
+
+class TlsConnection:
+    """Package state behind one security context handle."""
+
+    __slots__ = (
+        "_awaiting_credentials",
+        "_certificate_request_answered",
+        "_consumed_prefix",
+        "_incoming",
+        "_lock",
+        "_outgoing",
+        "_pending_output",
+        "_recorder",
+        "_sizes",
+        "_sslobj",
+        "client_certificate_mode",
+        "credential",
+        "failure",
+        "manual_validation",
+        "peer_closed",
+        "phase",
+        "server",
+        "variant",
+    )
+
+    def __init__(
+        self,
+        credential: TlsCredential,
+        server: bool,
+        context: ssl.SSLContext,
+        target: str | None = None,
+        variant: str = VERIFY_NONE,
+        client_certificate_mode: ssl.VerifyMode = ssl.CERT_NONE,
+    ) -> None:
+        self._lock = threading.Lock()
+        self.credential = credential
+        self.server = server
+        self.variant = variant
+        self.manual_validation = variant == VERIFY_NONE
+        self.client_certificate_mode = client_certificate_mode
+        self.phase = HANDSHAKE
+        self.failure = st.SEC_E_OK
+        self.peer_closed = False
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._recorder = Recorder()
+        # ValueError here (bad target name) is the caller's to map.
+        sslobj = context.wrap_bio(self._incoming, self._outgoing, server_side=server, server_hostname=target)
+        assert isinstance(sslobj, ObservedSSLObject)
+        sslobj.recorder = self._recorder
+        self._sslobj = sslobj
+        self._awaiting_credentials = False
+        self._certificate_request_answered = False
+        self._consumed_prefix = b""
+        self._pending_output = b""
+        self._sizes: StreamSizes | None = None
+
+    # ---- constructors ---------------------------------------------------------------------
+    @classmethod
+    def client(cls, credential: TlsCredential, variant: str, target: str | None) -> TlsConnection:
+        context = credential.client_context(variant)
+        return cls(credential, False, context, target=target, variant=variant)
+
+    @classmethod
+    def server_side(cls, credential: TlsCredential, client_certificate_mode: ssl.VerifyMode) -> TlsConnection:
+        context = credential.server_context(client_certificate_mode)
+        return cls(credential, True, context, client_certificate_mode=client_certificate_mode)
+
+    # ---- facts the package reports -----------------------------------------------------
+    @property
+    def protocol(self) -> str | None:
+        return self._sslobj.version()
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        return self._sslobj.cipher()
+
+    def selected_alpn(self) -> str | None:
+        return self._sslobj.selected_alpn_protocol()
+
+    def peer_certificate_verified(self) -> bool:
+        """A peer certificate was presented *and* validated by OpenSSL (SCH-18)."""
+        if self.server:
+            verifying = self.client_certificate_mode != ssl.CERT_NONE
+        else:
+            verifying = not self.manual_validation
+        return verifying and self._sslobj.getpeercert(binary_form=True) is not None
+
+    def expiry(self) -> int:
+        """TimeStamp for the final leg (SCH-2): the certificate's notAfter."""
+        if self.server:
+            return self.credential.expiry if self.credential.expiry is not None else NEVER
+        if not self.manual_validation:
+            peer = self._sslobj.getpeercert()
+            if peer and "notAfter" in peer:
+                seconds = ssl.cert_time_to_seconds(str(peer["notAfter"]))
+                return timestamp_ticks(datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc))
+        return NEVER
+
+    def stream_sizes(self) -> tuple[int, StreamSizes | None]:
+        if self.phase == HANDSHAKE:
+            return st.SEC_E_INVALID_HANDLE, None
+        if self._sizes is None:
+            self._sizes = _stream_sizes(self._sslobj.cipher())
+        return st.SEC_E_OK, self._sizes
+
+    # ---- handshake legs ------------------------------------------------------------------
+    def start(self) -> Leg:
+        """First ISC leg: the ClientHello."""
+        with self._lock:
+            try:
+                self._sslobj.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError as error:
+                return self._fail(error)
+            return Leg(st.SEC_I_CONTINUE_NEEDED, self._outgoing.read())
+
+    def step(self, data: bytes, credential: TlsCredential | None = None) -> Leg:
+        """One ISC/ASC leg with ``data`` as the input TOKEN."""
+        with self._lock:
+            phase = self.phase
+            if phase == HANDSHAKE:
+                return self._handshake(data, credential)
+            if phase == STALLED:
+                return self._resume()
+            if phase == SHUTDOWN:
+                return self._close()
+            if phase == FAILED:
+                return Leg(self.failure)
+            if phase == ESTABLISHED:
+                # SCH-13: a new ISC/ASC on an established context asks for
+                # renegotiation, which this implementation never starts (OQ-18).
+                return Leg(st.SEC_E_UNSUPPORTED_FUNCTION)
+            return Leg(st.SEC_E_CONTEXT_EXPIRED)
+
+    def _handshake(self, data: bytes, credential: TlsCredential | None) -> Leg:
+        if self._awaiting_credentials:
+            # SCH-12: the retry after SEC_I_INCOMPLETE_CREDENTIALS.  A credential with a
+            # certificate replaces the context's; anything else continues without one.
+            self._awaiting_credentials = False
+            self._certificate_request_answered = True
+            if credential is not None and credential.outbound and credential.has_certificate:
+                if credential is not self.credential:
+                    self._sslobj.context = credential.client_context(self.variant)
+                    self.credential = credential
+        start = 0
+        prefix = self._consumed_prefix
+        if prefix and data[: len(prefix)] == prefix:
+            start = len(prefix)  # the same input again: skip what was already consumed
+        view = memoryview(data)[start:]
+        try:
+            framing = frame(view)
+        except FramingError as error:
+            return self._fail_framing(error)
+        if not framing.ends:
+            return Leg(st.SEC_E_INCOMPLETE_MESSAGE, missing=framing.missing or HEADER_SIZE)
+        self._consumed_prefix = b""
+        incoming = self._incoming
+        sslobj = self._sslobj
+        recorder = self._recorder
+        position = 0
+        done = False
+        for end in framing.ends:
+            incoming.write(view[position:end])
+            position = end
+            try:
+                sslobj.do_handshake()
+                done = True
+                break
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError as error:
+                return self._fail(error)
+            if recorder.certificate_request and not self._certificate_request_answered and not self.server:
+                if self.credential.has_certificate:
+                    self._certificate_request_answered = True
+                else:
+                    # Pause before OpenSSL builds its Certificate message: it does so only
+                    # after the rest of the server's flight, which we have not fed yet.
+                    self._awaiting_credentials = True
+                    self._consumed_prefix = bytes(data[: start + position])
+                    return Leg(st.SEC_I_INCOMPLETE_CREDENTIALS)
+        output = self._outgoing.read()
+        extra = len(view) - position
+        if done:
+            self.phase = ESTABLISHED
+            recorder.established = True
+            return Leg(st.SEC_E_OK, output, extra=extra, final=True)
+        return Leg(st.SEC_I_CONTINUE_NEEDED, output, extra=extra)
+
+    def _resume(self) -> Leg:
+        """The ISC/ASC that consumes a post-handshake message (MSG-9, C.4 #4).
+
+        OpenSSL already processed the message inside DecryptMessage; this call releases
+        the stall and returns whatever OpenSSL queued in reply (a KeyUpdate answer).
+        """
+        try:
+            self._sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as error:
+            return self._fail(error)
+        self.phase = ESTABLISHED
+        output = self._pending_output + self._outgoing.read()
+        self._pending_output = b""
+        return Leg(st.SEC_E_OK, output, final=True)
+
+    def _close(self) -> Leg:
+        """SHUT-2: produce close_notify.  SEC_I_CONTEXT_EXPIRED when the peer already
+        closed (the exchange is complete), SEC_E_OK when we are the initiator."""
+        try:
+            self._sslobj.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError:
+            pass  # e.g. the peer's close_notify was processed already; nothing to add
+        self.phase = CLOSED
+        output = self._outgoing.read()
+        return Leg(st.SEC_I_CONTEXT_EXPIRED if self.peer_closed else st.SEC_E_OK, output)
+
+    def _fail(self, error: ssl.SSLError) -> Leg:
+        recorder = self._recorder
+        status = failure_status(error, recorder.alert_sent, recorder.alert_received)
+        self.phase = FAILED
+        self.failure = status
+        # Only an alert this side generated goes into SECBUFFER_ALERT (SCH-9, C.4 #3).
+        alert = recorder.alert_sent if recorder.alert_sent and recorder.alert_sent[0] == _FATAL else None
+        return Leg(status, self._outgoing.read(), alert=alert)
+
+    def _fail_framing(self, error: FramingError) -> Leg:
+        self.phase = FAILED
+        self.failure = st.SEC_E_ILLEGAL_MESSAGE
+        return Leg(st.SEC_E_ILLEGAL_MESSAGE, alert=(_FATAL, error.alert))
+
+    def fail(self, status: int) -> None:
+        """Mark the context dead (e.g. its output did not fit the caller's buffer)."""
+        with self._lock:
+            self.phase = FAILED
+            self.failure = status
+
+    # ---- shutdown request ------------------------------------------------------------------
+    def request_shutdown(self) -> int:
+        """ApplyControlToken(SCHANNEL_SHUTDOWN) in the user-mode profile (SHUT-2)."""
+        with self._lock:
+            if self.phase in (ESTABLISHED, STALLED, PEER_CLOSED, SHUTDOWN):
+                self.phase = SHUTDOWN
+                return st.SEC_E_OK
+            if self.phase == HANDSHAKE:
+                # OpenSSL cannot send close_notify before the handshake finished.
+                return st.SEC_E_UNSUPPORTED_FUNCTION
+            return st.SEC_E_CONTEXT_EXPIRED
+
+    # ---- records -----------------------------------------------------------------------------
+    def _record_layer_status(self) -> int:
+        if self.phase == ESTABLISHED:
+            return st.SEC_E_OK
+        if self.phase == HANDSHAKE:
+            return st.SEC_E_INVALID_HANDLE
+        return st.SEC_E_CONTEXT_EXPIRED  # stalled, closing, closed, failed (MSG-9, C.4 #4/#5)
+
+    def encrypt(self, plaintext: bytes, header_room: int, trailer_room: int) -> tuple[int, bytes, bytes, bytes]:
+        """EncryptMessage on bytes: (status, header, ciphertext body, trailer)."""
+        with self._lock:
+            status = self._record_layer_status()
+            if status != st.SEC_E_OK:
+                return status, b"", b"", b""
+            sizes = self._sizes
+            if sizes is None:
+                sizes = self._sizes = _stream_sizes(self._sslobj.cipher())
+            if len(plaintext) > sizes.maximum_message:
+                return st.SEC_E_INVALID_PARAMETER, b"", b"", b""
+            if header_room < sizes.header or trailer_room < sizes.trailer:
+                return st.SEC_E_BUFFER_TOO_SMALL, b"", b"", b""
+            if not plaintext:
+                # OpenSSL does not emit empty application-data records.
+                return st.SEC_E_OK, b"", b"", b""
+            try:
+                self._sslobj.write(plaintext)
+            except ssl.SSLError:
+                self.phase = FAILED
+                self.failure = st.SEC_E_CONTEXT_EXPIRED
+                return st.SEC_E_CONTEXT_EXPIRED, b"", b"", b""
+            record = self._outgoing.read()
+            split = sizes.header + len(plaintext)
+            return st.SEC_E_OK, record[: sizes.header], record[sizes.header : split], record[split:]
+
+    def decrypt(self, data: bytes) -> Unwrapped:
+        """DecryptMessage on bytes: one record per call, the rest is EXTRA."""
+        with self._lock:
+            status = self._record_layer_status()
+            if status != st.SEC_E_OK:
+                return Unwrapped(status)
+            try:
+                length = record_length(data, 0)
+            except FramingError:
+                return Unwrapped(st.SEC_E_INVALID_TOKEN)
+            if length is None:
+                return Unwrapped(st.SEC_E_INCOMPLETE_MESSAGE, missing=HEADER_SIZE - len(data))
+            if length > len(data):
+                return Unwrapped(st.SEC_E_INCOMPLETE_MESSAGE, missing=length - len(data))
+            record = data[:length]
+            self._incoming.write(record)
+            recorder = self._recorder
+            try:
+                plaintext = self._sslobj.read(_READ_SIZE)
+            except ssl.SSLWantReadError:
+                plaintext = b""  # empty record, or a non-application message (below)
+            except ssl.SSLZeroReturnError:
+                # SHUT-3: the peer's close_notify.
+                self.peer_closed = True
+                self.phase = PEER_CLOSED
+                return self._unwrapped(st.SEC_I_CONTEXT_EXPIRED, record, b"", len(data) - length)
+            except ssl.SSLError as error:
+                status = failure_status(error, recorder.alert_sent, recorder.alert_received)
+                self.phase = FAILED
+                self.failure = status
+                self._outgoing.read()  # OpenSSL's alert; DecryptMessage has no output for it
+                return Unwrapped(status)
+            if recorder.post_handshake:
+                # MSG-8/9: hand the message back for ISC/ASC; records stall until then.
+                message = b"".join(recorder.post_handshake)
+                recorder.post_handshake.clear()
+                self.phase = STALLED
+                self._pending_output += self._outgoing.read()
+                return self._unwrapped(st.SEC_I_RENEGOTIATE, record, message, len(data) - length)
+            return self._unwrapped(st.SEC_E_OK, record, plaintext, len(data) - length)
+
+    def _unwrapped(self, status: int, record: bytes, plaintext: bytes, extra: int) -> Unwrapped:
+        sizes = self._sizes
+        if sizes is None:
+            sizes = self._sizes = _stream_sizes(self._sslobj.cipher())
+        header_size = min(sizes.header, len(record))
+        trailer_start = min(len(record), header_size + len(plaintext))
+        return Unwrapped(status, record[:header_size], plaintext, record[trailer_start:], extra)
+
+    def release(self) -> None:
+        """DeleteSecurityContext: drop OpenSSL state; later use reports CONTEXT_EXPIRED."""
+        with self._lock:
+            self.phase = CLOSED
+            self._recorder.post_handshake.clear()
+
+    def __repr__(self) -> str:
+        role = "server" if self.server else "client"
+        return f"<TlsConnection {role} {PHASE_NAMES[self.phase]} {self.protocol or '-'}>"
+
