@@ -31,6 +31,7 @@ from adapters.api import (
     Callback,
     CallOutputs,
     Capabilities,
+    ContextSizes,
     Handle,
     SecBuffer,
     StreamSizes,
@@ -501,12 +502,9 @@ class NativeAdapter(Adapter):
             return status, StreamSizes(
                 value.cbHeader, value.cbTrailer, value.cbMaximumMessage, value.cBuffers, value.cbBlockSize
             )
-        return status, {
-            "max_token": value.cbMaxToken,
-            "max_signature": value.cbMaxSignature,
-            "block_size": value.cbBlockSize,
-            "security_trailer": value.cbSecurityTrailer,
-        }
+        return status, ContextSizes(
+            value.cbMaxToken, value.cbMaxSignature, value.cbBlockSize, value.cbSecurityTrailer
+        )
 
     def _message_call(self, name: str, call: str, context: Handle | None, buffers: list[SecBuffer],
                       invoke: Callable[[Any, Any], int]) -> int:
