@@ -105,7 +105,7 @@ def test_env_var_is_used_before_sspilib(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv(library.ENV_VAR, "/nonexistent/from-env.so")
     assert library.candidate_paths() == ["/nonexistent/from-env.so"]
     assert library.candidate_paths("/explicit.so") == ["/explicit.so"]
-    with pytest.raises(library.LibraryNotFound, match="from-env.so"):
+    with pytest.raises(library.LibraryNotFound, match=r"from-env\.so"):
         library.load()
 
 

@@ -42,7 +42,9 @@ def wait_call(adapter: Adapter, queue: Callable[[Handle], int], timeout: float =
 
 def acquire(adapter: Adapter, package: str, use: int, auth: Mapping[str, Any] | None) -> tuple[int, Handle | None]:
     outputs = CallOutputs()
-    status = wait_call(adapter, lambda c: adapter.acquire_credentials_handle_async(c, None, package, use, auth, outputs))
+    status = wait_call(
+        adapter, lambda c: adapter.acquire_credentials_handle_async(c, None, package, use, auth, outputs)
+    )
     return status, outputs.credential
 
 
