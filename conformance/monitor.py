@@ -1,0 +1,899 @@
+"""The contract monitor: wraps any adapter, records a trace and checks Section A online.
+
+:class:`ContractMonitor` forwards every call to the adapter it wraps, appends what it saw
+to a trace and compares each outcome with what :data:`adapters.async_state.TABLE`
+predicts for a shadow copy of every async context.  The table is the same one the
+reference simulator executes, so there is one source of truth for the rules.
+
+Outcomes are judged as follows:
+
+* the table *refuses* an event and the implementation refuses it too: caller misuse,
+  recorded with ``party="caller"`` (the implementation did its job);
+* the table refuses it and the implementation *accepts* it: an implementation violation
+  citing the rule's requirement (CTX-4, NOTIFY-4, OQ-9, REINIT-4...);
+* callbacks are matched to queued calls: exactly one per accepted notified call (OQ-13),
+  none after free (FREE-3, OQ-12), none for a failed queue (OQ-5), with the same context
+  and data (CTX-10, NOTIFY-2), and only after the status is final (NOTIFY-8);
+* status reads must never show PENDING on an idle context (OQ-1), must be stable once
+  final (CTX-8) and must be one of the statuses the operation documents (CALL-7/17/22/25/27).
+
+The hot path appends plain tuples; :class:`~conformance.results.TraceEvent` objects and
+violation messages are built only when somebody reads them.
+
+Known blind spot: when a caller frees a context whose notified call is still pending (itself
+caller misuse, FREE-3) while the call is completing on another thread, a callback already in
+flight may be reported as "callback after free" although the implementation saw a completed
+context.  Scenarios that free pending contexts should use deferred completion.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from adapters import status as st
+from adapters.api import (
+    Adapter,
+    Callback,
+    CallOutputs,
+    Capabilities,
+    CompletionControl,
+    Handle,
+    SecBuffer,
+    Unsupported,
+    Violation,
+)
+from adapters.async_state import COMPLETION_STATUSES, TABLE, Event, Party, Rule, State, queue_event
+from adapters.constants import BUFFER_TYPE_NAMES
+from conformance.results import TraceEvent, ViolationRecord
+
+__all__ = ["ContractMonitor"]
+
+_PENDING = st.SEC_I_ASYNC_CALL_PENDING
+_OK = st.SEC_E_OK
+_IDLE, _PN, _PS, _DONE = State.IDLE, State.PENDING_NOTIFY, State.PENDING_SILENT, State.COMPLETED
+_ZOMBIE, _FREED = State.ZOMBIE, State.FREED
+_DEAD = frozenset({_ZOMBIE, _FREED})
+_IMPL, _CALLER = Party.IMPLEMENTATION.value, Party.CALLER.value
+
+_ACH = "acquire_credentials_handle_async"
+_ISC = "initialize_security_context_async"
+_ASC = "accept_security_context_async"
+_DEL = "delete_security_context_async"
+_FCH = "free_credentials_handle_async"
+_WRITES_OUTPUTS = frozenset({_ACH, _ISC, _ASC})
+_NEW_CONTEXT_STATUSES = frozenset({st.SEC_E_OK, st.SEC_I_CONTINUE_NEEDED})
+
+# Argument names per operation, so the hot path stores bare tuples of values.
+_ARG_NAMES: dict[str, tuple[str, ...]] = {
+    _ACH: ("principal", "package", "credential_use", "auth_data", "outputs"),
+    _ISC: ("credential", "context", "target", "context_req", "input", "outputs", "reserved1", "reserved2"),
+    _ASC: ("credential", "context", "input", "context_req", "outputs"),
+    _DEL: ("context",),
+    _FCH: ("credential",),
+    "set_async_notify_callback": ("callback", "data"),
+}
+
+# How many freed contexts are remembered, so late callbacks and double frees can still be
+# attributed to a label; older ones are forgotten (bounded memory on long runs).
+_FREED_MEMORY = 4096
+
+
+def _column(event: Event) -> dict[State, Rule]:
+    """One event's rules by state: the table sliced for a cheap lookup on the hot path."""
+    return {state: TABLE[state, event] for state in State}
+
+
+_ON_SET, _ON_CLEAR = _column(Event.SET_CALLBACK), _column(Event.CLEAR_CALLBACK)
+_ON_QUEUE = {event: _column(event) for event in (Event.QUEUE, Event.QUEUE_SILENT_DELETE, Event.QUEUE_SILENT)}
+_ON_REINIT, _ON_FREE, _ON_READ = _column(Event.REINIT), _column(Event.FREE), _column(Event.READ)
+_E_QUEUE = Event.QUEUE
+
+
+class _Call:
+    """One accepted (or being queued) async operation on a context."""
+
+    __slots__ = ("callbacks", "cancelled", "checked", "controlled", "data", "notify", "op", "outputs", "seq")
+
+    def __init__(self, op: str, outputs: CallOutputs | None, notify: bool, data: Any, seq: int) -> None:
+        self.op = op
+        self.outputs = outputs
+        self.notify = notify  # a callback is owed for it
+        self.data = data  # the callback data the callback must deliver
+        self.seq = seq
+        self.callbacks = 0
+        self.cancelled = False  # freed before completion: the callback must not come (OQ-12)
+        self.checked = False  # completion checks done
+        self.controlled = False  # CompletionControl said it completed
+
+
+class _Shadow:
+    """What the contract says one async context is doing."""
+
+    __slots__ = (
+        "call",
+        "callbacks",
+        "final",
+        "freeing",
+        "handle",
+        "in_callback",
+        "label",
+        "last_queue_failed",
+        "older",
+        "reg",
+        "reinit_since_reg",
+        "state",
+        "tentative",
+    )
+
+    def __init__(self, handle: Handle, label: str) -> None:
+        self.handle = handle
+        self.label = label
+        self.state = _IDLE
+        self.reg: tuple[Callback, Any] | None = None  # (user callback, data) registered
+        self.reinit_since_reg = False
+        self.call: _Call | None = None  # the latest accepted call
+        self.older: list[_Call] = []  # earlier calls whose callback is still owed
+        self.tentative: _Call | None = None  # a queue call in progress (inline completion)
+        self.final: int | None = None  # final status observed for the latest call
+        self.callbacks = 0
+        self.last_queue_failed = False
+        self.freeing: int | None = None  # thread id inside SspiFreeAsyncContext
+        self.in_callback: int | None = None  # thread id running the user callback
+
+
+def _owed(call: _Call | None) -> bool:
+    return call is not None and call.notify and call.callbacks == 0 and not call.cancelled
+
+
+class _MonitoredControl(CompletionControl):
+    """Forwards completion control and tells the monitor which calls have completed."""
+
+    def __init__(self, monitor: ContractMonitor, inner: CompletionControl) -> None:
+        self._monitor = monitor
+        self._inner = inner
+
+    @property
+    def mode(self) -> str:
+        return self._inner.mode
+
+    def set_mode(self, mode: str) -> None:
+        self._monitor._note("set_mode", mode)
+        self._inner.set_mode(mode)
+
+    def pending(self) -> list[Handle]:
+        return self._inner.pending()
+
+    def complete(self, ctx: Handle) -> bool:
+        monitor = self._monitor
+        monitor._event("complete", "complete", monitor._lookup(ctx) or ctx, None, None)
+        done = self._inner.complete(ctx)
+        if done:
+            monitor._completed_by_control((ctx,))
+        return done
+
+    def complete_all(self) -> int:
+        monitor = self._monitor
+        inner = self._inner
+        waiting = inner.pending()
+        monitor._event("complete", "complete_all", None, None, None)
+        count = inner.complete_all()
+        if waiting and inner.mode != "threaded":
+            # Only calls completed synchronously here are known to be over; in threaded mode a
+            # call that left the queue may still be delivering its callback on a worker.
+            left = set(inner.pending())
+            monitor._completed_by_control([h for h in waiting if h not in left])
+        return count
+
+    def inject_fault(self, fault: str, **params: Any) -> None:
+        self._monitor._note("inject_fault", f"{fault} {params}" if params else fault)
+        self._inner.inject_fault(fault, **params)
+
+
+class ContractMonitor(Adapter):
+    """Wraps ``inner``, forwards every call, records a trace and checks Section A online."""
+
+    def __init__(self, inner: Adapter, *, trace_limit: int | None = None) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+        self._seq = itertools.count(1)
+        self._t0 = time.monotonic()
+        self._raw: collections.deque[tuple[Any, ...]] | list[tuple[Any, ...]]
+        self._raw = collections.deque(maxlen=trace_limit) if trace_limit else []
+        self._live: dict[Handle, _Shadow] = {}
+        self._freed: dict[Handle, _Shadow] = {}
+        self._labels: dict[Any, str] = {}
+        self._actx_count = itertools.count(1)
+        self._found: list[tuple[str, str, str, str | None, int | None]] = []
+        self._reported: list[ViolationRecord] = []
+        inner_control = inner.control
+        self._control = _MonitoredControl(self, inner_control) if inner_control is not None else None
+
+    # ---- trace and violations ----------------------------------------------------------------
+    def _event(self, kind: str, op: str, ctx: Any, args: Any, status: int | None, detail: str = "") -> int:
+        seq = next(self._seq)
+        self._raw.append((seq, time.monotonic(), threading.get_ident(), kind, op, ctx, args, status, detail))
+        return seq
+
+    def _note(self, op: str, detail: str) -> None:
+        self._event("note", op, None, None, None, detail)
+
+    def _flag(self, requirement: str, message: str, party: str, call: str | None, seq: int | None) -> None:
+        """Record a violation (rare path: formatting here is fine)."""
+        self._found.append((requirement, message, party, call, seq))
+        self._raw.append(
+            (next(self._seq), time.monotonic(), threading.get_ident(), "violation", call or "", None,
+             None, None, f"{requirement} [{party}] {message}")
+        )
+
+    def _caller_misuse(self, rule: Rule, sh: _Shadow, op: str, seq: int) -> None:
+        if rule.requirement is not None and rule.party is Party.CALLER:
+            self._flag(rule.requirement, f"{rule.note} ({sh.label})", _CALLER, op, seq)
+
+    @property
+    def trace(self) -> list[TraceEvent]:
+        """The trace so far (the last ``trace_limit`` events when a limit was set)."""
+        with self._lock:
+            raw = list(self._raw)
+        t0 = self._t0
+        return [
+            TraceEvent(seq, t - t0, thread, kind, op, self._label(ctx), self._args(op, args), status, detail)
+            for seq, t, thread, kind, op, ctx, args, status, detail in raw
+        ]
+
+    def violations(self) -> list[ViolationRecord]:
+        """Every violation found so far (both parties), then those the implementation reported."""
+        self._drain_inner()
+        with self._lock:
+            found = [ViolationRecord(*entry) for entry in self._found]
+            return found + list(self._reported)
+
+    def implementation_violations(self) -> list[ViolationRecord]:
+        return [v for v in self.violations() if v.party == _IMPL]
+
+    def _drain_inner(self) -> list[Violation]:
+        drained = self.inner.diagnostics()
+        if drained:
+            with self._lock:
+                for v in drained:
+                    self._reported.append(
+                        ViolationRecord(v.requirement, f"{v.message} (reported by the implementation)", v.party,
+                                        v.call, None)
+                    )
+        return drained
+
+    def name(self, handle: Handle, label: str) -> None:
+        """Use ``label`` for ``handle`` in the trace and in messages."""
+        with self._lock:
+            sh = self._live.get(handle)
+            if sh is not None:
+                sh.label = label
+            self._labels[handle] = label
+
+    def callback_count(self, ctx: Handle) -> int:
+        """How many callbacks arrived for ``ctx`` (live or recently freed)."""
+        with self._lock:
+            sh = self._live.get(ctx) or self._freed.get(ctx)
+            return sh.callbacks if sh is not None else 0
+
+    def finish(self, settle_s: float = 0.2) -> None:
+        """End-of-run checks: wait up to ``settle_s`` for owed callbacks, then flag lost ones."""
+        deadline = time.monotonic() + settle_s
+        while time.monotonic() < deadline and self._owed_calls():
+            time.sleep(0.002)
+        control = self.inner.control
+        still_queued: set[Any] = set()
+        if control is not None:
+            try:
+                still_queued = set(control.pending())
+            except Exception:  # an adapter that cannot list pending work: judge everything
+                still_queued = set()
+        with self._lock:
+            for sh, call in self._owed_locked():
+                if sh.handle in still_queued:
+                    self._event("note", call.op, sh, None, None, "still queued at the end (never completed)")
+                    continue
+                call.cancelled = True  # flag once
+                self._flag("OQ-13", f"the callback for {call.op} on {sh.label} never arrived", _IMPL, call.op,
+                           call.seq)
+        self._drain_inner()
+
+    def _owed_calls(self) -> bool:
+        with self._lock:
+            return bool(self._owed_locked())
+
+    def _owed_locked(self) -> list[tuple[_Shadow, _Call]]:
+        owed = []
+        for sh in self._live.values():
+            for call in [*sh.older, sh.call]:
+                if _owed(call):
+                    owed.append((sh, call))
+        return owed  # type: ignore[return-value]
+
+    # ---- lazy formatting -------------------------------------------------------------------------
+    def _label(self, ctx: Any) -> str:
+        if ctx is None:
+            return ""
+        if type(ctx) is _Shadow:
+            return ctx.label
+        return self._handle_label(ctx)
+
+    def _handle_label(self, value: Any) -> str:
+        try:
+            label = self._labels.get(value)
+        except TypeError:  # unhashable: not a handle
+            label = None
+        if label is not None:
+            return label
+        sh = self._lookup(value)
+        return sh.label if sh is not None else repr(value)
+
+    def _args(self, op: str, args: Any) -> dict[str, Any]:
+        if args is None:
+            return {}
+        if isinstance(args, dict):
+            return args
+        names = _ARG_NAMES.get(op, ())
+        return {name: self._summary(value) for name, value in zip(names, args, strict=False)}
+
+    def _summary(self, value: Any) -> Any:
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, CallOutputs):
+            return "outputs"
+        if isinstance(value, Mapping):
+            return {str(k): "***" if "password" in str(k).lower() else self._summary(v) for k, v in value.items()}
+        if callable(value):
+            return getattr(value, "__qualname__", repr(value))
+        return self._handle_label(value)
+
+    # ---- introspection -------------------------------------------------------------------------
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities()
+
+    @property
+    def control(self) -> CompletionControl | None:
+        return self._control
+
+    def diagnostics(self) -> list[Violation]:
+        """Drains the implementation's own reports (they also stay in :meth:`violations`)."""
+        return self._drain_inner()
+
+    def close(self) -> None:
+        self._note("close", "")
+        self.inner.close()
+        self._drain_inner()
+
+    # ---- async context management ---------------------------------------------------------------
+    def create_async_context(self) -> Handle | None:
+        handle = self.inner.create_async_context()
+        with self._lock:
+            if handle is None:
+                self._event("return", "create_async_context", None, None, None, "NULL (out of memory, CTX-2)")
+                return None
+            sh = _Shadow(handle, f"actx{next(self._actx_count)}")
+            seq = self._event("return", "create_async_context", sh, None, None)
+            old = self._live.get(handle)
+            if old is not None:
+                self._flag("CTX-1", f"SspiCreateAsyncContext returned {old.label}, which is still live", _IMPL,
+                           "create_async_context", seq)
+            self._freed.pop(handle, None)
+            self._live[handle] = sh
+        return handle
+
+    def _lookup(self, ctx: Any) -> _Shadow | None:
+        try:
+            sh = self._live.get(ctx)
+            return sh if sh is not None else self._freed.get(ctx)
+        except TypeError:  # unhashable: certainly not one of our handles
+            return None
+
+    def free_async_context(self, ctx: Handle | None) -> None:
+        tid = threading.get_ident()
+        with self._lock:
+            sh = self._lookup(ctx)
+            seq = self._event("call", "free_async_context", sh if sh is not None else ctx, None, None)
+            if sh is not None:
+                self._before_free(sh, seq, tid)
+            elif ctx is not None:
+                self._flag("FREE-1", f"SspiFreeAsyncContext on {self._handle_label(ctx)}, not an async context",
+                           _CALLER, "free_async_context", seq)
+        try:
+            self.inner.free_async_context(ctx)  # NULL is a no-op (FREE-2)
+        finally:
+            if sh is not None:
+                sh.freeing = None
+
+    def _before_free(self, sh: _Shadow, seq: int, tid: int) -> None:
+        rule = _ON_FREE[sh.state]
+        self._caller_misuse(rule, sh, "free_async_context", seq)
+        call = sh.call
+        if sh.state is _PN and call is not None:
+            call.cancelled = True  # OQ-12: the callback must not run any more
+        elif _owed(call) and sh.in_callback is None:
+            assert call is not None
+            # Status already final but the callback has not run yet: FREE-3 forbids this too.
+            self._flag("FREE-3", f"{sh.label} freed before its callback was invoked", _CALLER,
+                       "free_async_context", seq)
+            call.cancelled = True
+        for older in sh.older:
+            older.cancelled = True
+        if rule.accept:
+            sh.state = rule.next
+            sh.freeing = tid
+            if self._live.get(sh.handle) is sh:
+                del self._live[sh.handle]
+                self._freed[sh.handle] = sh
+                if len(self._freed) > _FREED_MEMORY:
+                    del self._freed[next(iter(self._freed))]
+
+    def reinit_async_context(self, ctx: Handle | None) -> int:
+        with self._lock:
+            sh = self._lookup(ctx)
+            if sh is not None:
+                rule = _ON_REINIT[sh.state]
+                unsettled = _owed(sh.call)
+        result = self.inner.reinit_async_context(ctx)
+        with self._lock:
+            seq = self._event("return", "reinit_async_context", sh if sh is not None else ctx, None, result)
+            ok = st.nt_success(result)
+            if sh is None:
+                self._flag("REINIT-7", f"SspiReinitAsyncContext on {self._handle_label(ctx)}", _CALLER,
+                           "reinit_async_context", seq)
+                if ok:
+                    self._flag("REINIT-4", "reinit of an invalid async context reported success", _IMPL,
+                               "reinit_async_context", seq)
+                return result
+            if rule.accept:
+                if ok:
+                    self._reset(sh)
+                elif not unsettled:
+                    self._flag("REINIT-3", f"reinit of {sh.label} ({sh.state.value}) failed with "
+                               f"{st.describe(result)}; it must succeed when no call is outstanding",
+                               _IMPL, "reinit_async_context", seq)
+            else:
+                self._caller_misuse(rule, sh, "reinit_async_context", seq)
+                if ok:
+                    req = rule.requirement or "REINIT-4"
+                    self._flag(req, f"reinit of {sh.label} in state {sh.state.value} reported success "
+                               f"{st.describe(result)}; the contract requires a failure", _IMPL,
+                               "reinit_async_context", seq)
+        return result
+
+    @staticmethod
+    def _reset(sh: _Shadow) -> None:
+        call = sh.call
+        if _owed(call):
+            assert call is not None
+            sh.older.append(call)  # reinit before the callback arrived: it is still owed
+        sh.state = _IDLE
+        sh.final = None
+        sh.call = None
+        if sh.reg is not None:
+            sh.reinit_since_reg = True
+
+    def set_async_notify_callback(
+        self, ctx: Handle | None, callback: Callback | None, data: Any = None
+    ) -> int:
+        with self._lock:
+            sh = self._lookup(ctx)
+            if sh is not None:
+                rule = (_ON_SET if callback is not None else _ON_CLEAR)[sh.state]
+                unsettled = _owed(sh.call)
+        hook = self._hook(sh, callback) if (callback is not None and sh is not None) else callback
+        result = self.inner.set_async_notify_callback(ctx, hook, data)
+        with self._lock:
+            seq = self._event("return", "set_async_notify_callback", sh if sh is not None else ctx,
+                              (callback, data), result)
+            if sh is None:
+                self._flag("OQ-9", f"SspiSetAsyncNotifyCallback on {self._handle_label(ctx)}", _CALLER,
+                           "set_async_notify_callback", seq)
+                if result == _OK:
+                    self._flag("OQ-9", "registration on an invalid async context reported SEC_E_OK", _IMPL,
+                               "set_async_notify_callback", seq)
+                return result
+            if rule.accept:
+                if result == _OK:
+                    self._register(sh, callback, data)
+                elif not unsettled:
+                    self._flag("NOTIFY-9", f"registration on {sh.label} ({sh.state.value}) refused with "
+                               f"{st.describe(result)}", _IMPL, "set_async_notify_callback", seq)
+            else:
+                self._caller_misuse(rule, sh, "set_async_notify_callback", seq)
+                if result == _OK:
+                    req = rule.requirement or "OQ-9"
+                    self._flag(req, f"callback change on {sh.label} in state {sh.state.value} was accepted",
+                               _IMPL, "set_async_notify_callback", seq)
+                    if sh.state not in _DEAD:
+                        # Follow the implementation: the new hook and data are what it will deliver.
+                        self._register(sh, callback, data)
+                        call = sh.call
+                        if _owed(call):
+                            assert call is not None
+                            call.data = data
+                        elif call is not None and callback is None:
+                            call.notify = False
+        return result
+
+    @staticmethod
+    def _register(sh: _Shadow, callback: Callback | None, data: Any) -> None:
+        sh.reg = (callback, data) if callback is not None else None
+        sh.reinit_since_reg = False
+
+    def async_context_requires_notify(self, ctx: Handle | None) -> bool:
+        try:
+            result = self.inner.async_context_requires_notify(ctx)
+        except Unsupported:
+            self._note("async_context_requires_notify", "unsupported (GEN-7)")
+            raise
+        with self._lock:
+            sh = self._lookup(ctx)
+            seq = self._event("status", "async_context_requires_notify", sh if sh is not None else ctx, None,
+                              int(bool(result)))
+            if sh is None or sh.state in _DEAD:
+                self._flag("FREE-1", f"SspiAsyncContextRequiresNotify on {self._label(sh or ctx)}", _CALLER,
+                           "async_context_requires_notify", seq)
+                return result
+            expected = sh.reg is not None
+            if bool(result) != expected:
+                req = "NOTIFY-7" if (expected and sh.reinit_since_reg) else "OQ-4"
+                self._flag(req, f"SspiAsyncContextRequiresNotify({sh.label}) returned {bool(result)} although "
+                           f"a callback is {'registered' if expected else 'not registered'}", _IMPL,
+                           "async_context_requires_notify", seq)
+        return result
+
+    def get_async_call_status(self, ctx: Handle | None) -> int:
+        result = self.inner.get_async_call_status(ctx)
+        with self._lock:
+            sh = self._lookup(ctx)
+            seq = self._event("status", "get_async_call_status", sh if sh is not None else ctx, None, result)
+            if sh is None:
+                self._flag("FREE-1", f"SspiGetAsyncCallStatus on {self._handle_label(ctx)}", _CALLER,
+                           "get_async_call_status", seq)
+            else:
+                self._check_read(sh, result, seq)
+        return result
+
+    def _check_read(self, sh: _Shadow, result: int, seq: int) -> None:
+        state = sh.state
+        if state is _IDLE:
+            if result == _PENDING:
+                self._flag("OQ-1", f"idle {sh.label} reads SEC_I_ASYNC_CALL_PENDING", _IMPL,
+                           "get_async_call_status", seq)
+        elif state is _PN or state is _PS:
+            call = sh.call
+            if result != _PENDING:
+                sh.state = _DONE
+                sh.final = result
+                if call is not None:
+                    self._check_completion(sh, call, result, seq)
+            elif call is not None and call.controlled:
+                self._flag("CTX-8", f"{sh.label} still reads PENDING after its {call.op} completed", _IMPL,
+                           "get_async_call_status", seq)
+        elif state is _DONE:
+            if sh.final is None:
+                sh.final = result
+                if result == _PENDING:
+                    self._flag("CTX-8", f"{sh.label} reads PENDING after its call completed", _IMPL,
+                               "get_async_call_status", seq)
+            elif result != sh.final:
+                self._flag("CTX-8", f"{sh.label} first reported {st.describe(sh.final)}, now "
+                           f"{st.describe(result)} without a reinit or a new call", _IMPL,
+                           "get_async_call_status", seq)
+        else:
+            self._caller_misuse(_ON_READ[state], sh, "get_async_call_status", seq)
+
+    def _check_completion(self, sh: _Shadow, call: _Call, status: int, seq: int) -> None:
+        """Checks made once per call, when its completion is first observed."""
+        if call.checked:
+            return
+        call.checked = True
+        op = call.op
+        requirement, allowed = COMPLETION_STATUSES[op]
+        if status not in allowed and status != _PENDING:
+            self._flag(requirement, f"{op} on {sh.label} completed with {st.describe(status)}, which it does "
+                       "not document", _IMPL, op, seq)
+        outputs = call.outputs
+        if outputs is not None and op in _WRITES_OUTPUTS:
+            if status == _OK and not outputs.written:
+                self._flag("GEN-10", f"{op} on {sh.label} completed with SEC_E_OK without writing its outputs",
+                           _IMPL, op, seq)
+            if op != _ACH and status in _NEW_CONTEXT_STATUSES and outputs.new_context is None:
+                self._flag("CALL-14", f"{op} on {sh.label} completed with {st.describe(status)} but "
+                           "phNewContext was not written", _IMPL, op, seq)
+
+    # ---- callbacks ----------------------------------------------------------------------------------
+    def _hook(self, sh: _Shadow, user_callback: Callback) -> Callback:
+        """The callback registered with the implementation for ``sh``: checks, then forwards."""
+        inner_status = self.inner.get_async_call_status
+        lock = self._lock
+
+        def monitored_callback(actx: Any, data: Any) -> None:
+            tid = threading.get_ident()
+            readable = sh.state not in _DEAD and sh.freeing is None
+            status = inner_status(sh.handle) if readable else None
+            with lock:
+                self._on_callback(sh, actx, data, status, tid)
+            sh.in_callback = tid
+            try:
+                user_callback(actx, data)
+            finally:
+                sh.in_callback = None
+
+        return monitored_callback
+
+    def _on_callback(self, sh: _Shadow, actx: Any, data: Any, status: int | None, tid: int) -> None:
+        sh.callbacks += 1
+        call = None
+        for older in sh.older:
+            if _owed(older):
+                call = older
+                break
+        if call is None:
+            call = sh.call if _owed(sh.call) else None
+        if call is None and _owed(sh.tentative):
+            call = sh.tentative
+        op = call.op if call is not None else (sh.call.op if sh.call is not None else "")
+        seq = self._event("callback", op, sh, None, status, "" if actx is sh.handle else "other context")
+        if call is None:
+            self._unexpected_callback(sh, seq, tid)
+            return
+        call.callbacks = 1
+        if call in sh.older:
+            sh.older.remove(call)
+        if actx is not sh.handle and actx != sh.handle:
+            self._flag("CTX-10", f"the callback for {sh.label} received {self._label(self._lookup(actx) or actx)}",
+                       _IMPL, op, seq)
+        if data is not call.data:
+            extra = " (the registration was made before a reinit)" if sh.reinit_since_reg else ""
+            self._flag("NOTIFY-2", f"the callback for {sh.label} received data {data!r}, registered "
+                       f"{call.data!r}{extra}", _IMPL, op, seq)
+        if status == _PENDING:
+            self._flag("NOTIFY-8", f"{sh.label} still reads PENDING inside its callback (callback before the "
+                       "status was set)", _IMPL, op, seq)
+        elif status is not None:
+            self._check_completion(sh, call, status, seq)
+            if call is sh.call or call is sh.tentative:
+                sh.final = status
+        if call is sh.call or call is sh.tentative:
+            if sh.state is _PN or call is sh.tentative:
+                sh.state = _DONE
+
+    def _unexpected_callback(self, sh: _Shadow, seq: int, tid: int) -> None:
+        last = sh.call
+        if last is not None and last.notify and last.callbacks > 0:
+            last.callbacks += 1
+            self._flag("OQ-13", f"a second callback arrived for the {last.op} on {sh.label}", _IMPL, last.op, seq)
+        elif sh.freeing is not None and sh.freeing != tid:
+            # Completion raced with a (misusing) free on another thread: not attributable.
+            self._event("note", "callback", sh, None, None, "callback raced with SspiFreeAsyncContext")
+        elif sh.state in _DEAD or (last is not None and last.cancelled):
+            self._flag("FREE-3", f"a callback ran for {sh.label} after it was freed (OQ-12)", _IMPL,
+                       last.op if last else None, seq)
+        elif sh.last_queue_failed:
+            self._flag("OQ-5", f"a callback arrived for {sh.label} whose queue call failed", _IMPL, None, seq)
+        else:
+            self._flag("OQ-13", f"a callback arrived for {sh.label} with no call queued", _IMPL, None, seq)
+
+    def _completed_by_control(self, handles: Iterable[Any]) -> None:
+        """CompletionControl completed these: owed callbacks must have arrived by now."""
+        with self._lock:
+            for handle in handles:
+                sh = self._lookup(handle)
+                if sh is None:
+                    continue
+                call = sh.call
+                if call is None or call.controlled:
+                    continue
+                call.controlled = True
+                if _owed(call):
+                    call.cancelled = True  # flag once
+                    self._flag("OQ-13", f"{call.op} on {sh.label} completed without invoking its callback",
+                               _IMPL, call.op, call.seq)
+
+    # ---- queueing ------------------------------------------------------------------------------------
+    def _queue(
+        self,
+        op: str,
+        ctx: Any,
+        is_delete: bool,
+        outputs: CallOutputs | None,
+        args: tuple[Any, ...],
+        forward: Callable[[], int],
+        caller_error: tuple[str, str] | None = None,
+    ) -> int:
+        lock = self._lock
+        with lock:
+            sh = self._lookup(ctx)
+            seq = self._event("call", op, sh if sh is not None else ctx, args, None)
+            call = None
+            if sh is not None:
+                reg = sh.reg
+                event = queue_event(is_delete, reg is not None)
+                rule = _ON_QUEUE[event][sh.state]
+                call = _Call(op, outputs, event is _E_QUEUE, reg[1] if reg is not None else None, seq)
+                sh.tentative = call
+        if outputs is not None:
+            outputs.written = False  # so that a write during queueing is visible (GEN-10)
+        try:
+            result = forward()
+        except BaseException:
+            if sh is not None:
+                with lock:
+                    sh.tentative = None
+            raise
+        with lock:
+            if sh is not None:
+                # Cleared under the lock, together with the bookkeeping below, so that a callback
+                # arriving on another thread sees either the tentative call or the accepted one.
+                sh.tentative = None
+            rseq = self._event("return", op, sh if sh is not None else ctx, None, result)
+            if caller_error is not None:
+                self._flag(caller_error[0], caller_error[1], _CALLER, op, rseq)
+                if result == _OK:
+                    self._flag(caller_error[0], f"{op} accepted a call the contract forbids: {caller_error[1]}",
+                               _IMPL, op, rseq)
+            if sh is None:
+                if caller_error is None:
+                    self._flag("CALL-2", f"{op} queued on {self._handle_label(ctx)}, not an async context",
+                               _CALLER, op, rseq)
+                    if result == _OK:
+                        self._flag("CALL-2", f"{op} on an invalid async context was accepted", _IMPL, op, rseq)
+                return result
+            assert call is not None
+            if caller_error is None:
+                self._caller_misuse(rule, sh, op, rseq)
+            if result == _OK and caller_error is None:
+                if rule.accept:
+                    self._accepted(sh, call, rule, rseq)
+                else:
+                    req = rule.requirement or "CTX-4"
+                    self._flag(req, f"{op} on {sh.label} ({sh.state.value}) was accepted; the contract requires "
+                               f"a refusal: {rule.note}", _IMPL, op, rseq)
+                    if event is Event.QUEUE_SILENT and sh.state in (_IDLE, _DONE):
+                        call.notify = False  # follow the implementation: it runs without a callback
+                        sh.call, sh.state, sh.final = call, _PS, None
+            elif result != _OK:
+                sh.last_queue_failed = True
+                if call.callbacks:
+                    self._flag("OQ-5", f"{op} on {sh.label} failed to queue ({st.describe(result)}) but its "
+                               "callback ran", _IMPL, op, rseq)
+                elif (rule.accept and event is _E_QUEUE and sh.reinit_since_reg
+                      and result == st.SEC_E_INVALID_PARAMETER):
+                    self._flag("NOTIFY-7", f"{op} on {sh.label} was refused as if no callback were registered; "
+                               "the registration must survive SspiReinitAsyncContext", _IMPL, op, rseq)
+        return result
+
+    def _accepted(self, sh: _Shadow, call: _Call, rule: Rule, seq: int) -> None:
+        sh.last_queue_failed = False
+        previous = sh.call
+        if _owed(previous) and previous is not call:
+            assert previous is not None
+            sh.older.append(previous)
+        sh.call = call
+        if not call.callbacks:  # else it completed inline: the callback already moved the state on
+            sh.state = rule.next
+            sh.final = None
+            outputs = call.outputs
+            if outputs is not None and outputs.written and self._deferred():
+                self._flag("GEN-10", f"{call.op} on {sh.label} wrote its outputs before completing (at queue "
+                           "time)", _IMPL, call.op, seq)
+
+    def _deferred(self) -> bool:
+        control = self._control
+        try:
+            return control is not None and control.mode == "deferred"
+        except Exception:
+            return False
+
+    def acquire_credentials_handle_async(
+        self,
+        ctx: Handle | None,
+        principal: str | None,
+        package: str,
+        credential_use: int,
+        auth_data: Mapping[str, Any] | None,
+        outputs: CallOutputs,
+    ) -> int:
+        return self._queue(
+            _ACH, ctx, False, outputs, (principal, package, credential_use, auth_data),
+            lambda: self.inner.acquire_credentials_handle_async(
+                ctx, principal, package, credential_use, auth_data, outputs
+            ),
+        )
+
+    def initialize_security_context_async(
+        self,
+        ctx: Handle | None,
+        credential: Handle | None,
+        context: Handle | None,
+        target: str | None,
+        context_req: int,
+        input: list[SecBuffer] | None,
+        outputs: CallOutputs,
+        *,
+        reserved1: int = 0,
+        reserved2: int = 0,
+        target_data_rep: int = 0,
+    ) -> int:
+        error = ("CALL-20", "Reserved1/Reserved2 must be zero") if (reserved1 or reserved2) else None
+        return self._queue(
+            _ISC, ctx, False, outputs,
+            (credential, context, target, context_req, _buffers(input), None, reserved1, reserved2),
+            lambda: self.inner.initialize_security_context_async(
+                ctx, credential, context, target, context_req, input, outputs,
+                reserved1=reserved1, reserved2=reserved2, target_data_rep=target_data_rep,
+            ),
+            error,
+        )
+
+    def accept_security_context_async(
+        self,
+        ctx: Handle | None,
+        credential: Handle | None,
+        context: Handle | None,
+        input: list[SecBuffer] | None,
+        context_req: int,
+        outputs: CallOutputs,
+        *,
+        target_data_rep: int = 0,
+    ) -> int:
+        return self._queue(
+            _ASC, ctx, False, outputs, (credential, context, _buffers(input), context_req),
+            lambda: self.inner.accept_security_context_async(
+                ctx, credential, context, input, context_req, outputs, target_data_rep=target_data_rep
+            ),
+        )
+
+    def delete_security_context_async(self, ctx: Handle | None, context: Handle | None) -> int:
+        return self._queue(
+            _DEL, ctx, True, None, (context,), lambda: self.inner.delete_security_context_async(ctx, context)
+        )
+
+    def free_credentials_handle_async(self, ctx: Handle | None, credential: Handle | None) -> int:
+        return self._queue(
+            _FCH, ctx, False, None, (credential,), lambda: self.inner.free_credentials_handle_async(ctx, credential)
+        )
+
+    # ---- synchronous calls --------------------------------------------------------------------------
+    def query_context_attributes(self, context: Handle | None, attribute: int) -> tuple[int, Any]:
+        result = self.inner.query_context_attributes(context, attribute)
+        with self._lock:
+            self._event("return", "query_context_attributes", context, {"attribute": attribute}, result[0])
+        return result
+
+    def encrypt_message(
+        self, context: Handle | None, qop: int, buffers: list[SecBuffer], seqno: int = 0
+    ) -> int:
+        result = self.inner.encrypt_message(context, qop, buffers, seqno)
+        with self._lock:
+            self._event("return", "encrypt_message", context, {"qop": qop, "buffers": _buffers(buffers)}, result)
+        return result
+
+    def decrypt_message(
+        self, context: Handle | None, buffers: list[SecBuffer], seqno: int = 0
+    ) -> tuple[int, int]:
+        result = self.inner.decrypt_message(context, buffers, seqno)
+        with self._lock:
+            self._event("return", "decrypt_message", context, {"buffers": _buffers(buffers)}, result[0])
+        return result
+
+    def apply_control_token(self, context: Handle | None, buffers: list[SecBuffer]) -> int:
+        result = self.inner.apply_control_token(context, buffers)
+        with self._lock:
+            self._event("return", "apply_control_token", context, {"buffers": _buffers(buffers)}, result)
+        return result
+
+
+def _buffers(buffers: list[SecBuffer] | None) -> str | None:
+    """A summary of a buffer list taken at call time (the implementation may rewrite it later)."""
+    if buffers is None:
+        return None
+    try:
+        return " ".join(f"{BUFFER_TYPE_NAMES.get(b.type & 0x0FFFFFFF, hex(b.type))}({b.cb})" for b in buffers)
+    except (AttributeError, TypeError):
+        return repr(buffers)
