@@ -100,8 +100,10 @@ class NativeAdapter(Adapter):
         self._violations: list[Violation] = []
         self._engine = AsyncEngine(id(self), workers, self._violations.append)
         self._lock = self._engine.lock
-        self._credentials: list[NativeCredential] = []
-        self._contexts: list[NativeContext] = []
+        # Live handles only (dropped when their delete/free is queued), so lookups and
+        # memory stay flat over long runs; close() reports whatever is left as leaks.
+        self._credentials: set[NativeCredential] = set()
+        self._contexts: dict[int, NativeContext] = {}  # keyed by dwLower
         self._capabilities: Capabilities | None = None
 
     # ---- introspection ------------------------------------------------------------------
@@ -156,8 +158,10 @@ class NativeAdapter(Adapter):
         for ctx in leaked_async:
             self._report("CTX-6", f"{ctx!r} was never freed", "caller", "close")
         with self._lock:
-            contexts = [c for c in self._contexts if not c.deleted]
+            contexts = [c for c in self._contexts.values() if not c.deleted]
             credentials = [c for c in self._credentials if not c.freed]
+            self._contexts.clear()
+            self._credentials.clear()
         # Report, then release them so a long run does not grow the library's heap.
         for context in contexts:
             self._report("CALL-26", f"{context!r} was never deleted", "caller", "close")
@@ -273,7 +277,7 @@ class NativeAdapter(Adapter):
                 if status == st.SEC_E_OK or handle.pair() != (0, 0):
                     credential = NativeCredential(handle.dwLower, handle.dwUpper, package, id(self))
                     with self._lock:
-                        self._credentials.append(credential)
+                        self._credentials.add(credential)
                 outputs.credential = credential
                 outputs.expiry = None if expiry.value == _EXPIRY_SENTINEL else expiry.value
                 outputs.written = True
@@ -375,12 +379,12 @@ class NativeAdapter(Adapter):
             if current is not None and current.lower == lower:
                 current.upper = upper
                 return current
-            for known in self._contexts:
-                if known.lower == lower and not known.deleted:
-                    known.upper = upper
-                    return known
+            known = self._contexts.get(lower)
+            if known is not None and not known.deleted:
+                known.upper = upper
+                return known
             context = NativeContext(lower, upper, id(self), credential)
-            self._contexts.append(context)
+            self._contexts[lower] = context
             if credential is not None:
                 credential.contexts.add(context)
             return context
@@ -441,6 +445,8 @@ class NativeAdapter(Adapter):
             if own is not None:
                 own.deleted = True
                 own.busy += 1
+                if self._contexts.get(own.lower) is own:
+                    del self._contexts[own.lower]
 
             def job() -> int:
                 try:
@@ -468,6 +474,7 @@ class NativeAdapter(Adapter):
                     self._report("CALL-28", f"{own!r} freed while {len(live)} context(s) built on it live",
                                  "caller", call)
                 own.freed = True
+                self._credentials.discard(own)
 
             def job() -> int:
                 return self.lib.call("FreeCredentialsHandle", ctypes.byref(handle) if handle is not None else None)

@@ -14,6 +14,7 @@ to fill) is read and released with FreeContextBuffer exactly once (SCH-8).
 from __future__ import annotations
 
 import ctypes
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ _SENTINEL_PTR = 0  # NULL: a library that fills it allocates instead of writing 
 COUNT_ONLY_TYPES = frozenset({SECBUFFER_EXTRA, SECBUFFER_MISSING})
 
 
+@functools.lru_cache(maxsize=8)
 def _pattern(length: int) -> bytes:
     return (PATTERN * (length // len(PATTERN) + 1))[:length]
 

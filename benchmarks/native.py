@@ -1,0 +1,113 @@
+"""Native adapter throughput: async NTLM handshakes against sspi-rs' libsspi.
+
+One handshake = client and server credentials, four legs (ISC, ASC, ISC, ASC), the
+server's CompleteAuthToken (sspi-rs checks the password there), both contexts deleted and
+both credentials freed.  The same handshake runs through sspilib's own Python API; the
+two are measured in alternating rounds in one run, and the ratio is
+(time per handshake through NativeAdapter in process) / (time through sspilib).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from adapters import status as st
+from adapters.api import Adapter, SecBuffer
+from adapters.constants import SECBUFFER_TOKEN
+
+AUTH = {"username": "user", "domain": "DOMAIN", "password": "Password01"}
+ROUNDS = 5
+PER_ROUND = 40
+
+
+def _adapter_handshake(adapter: Adapter) -> Callable[[], None]:
+    from adapters.native.driver import handshake
+
+    complete = getattr(adapter, "complete_auth_token", None)
+
+    def run() -> None:
+        result = handshake(adapter, AUTH, AUTH)
+        if result.statuses[-1] == st.SEC_I_COMPLETE_NEEDED and complete is not None:
+            if complete(result.server_ctx, [SecBuffer(SECBUFFER_TOKEN)]) != st.SEC_E_OK:
+                raise RuntimeError("CompleteAuthToken failed")
+        elif st.failed(result.statuses[-1]):
+            raise RuntimeError(f"handshake failed: {st.describe(result.statuses[-1])}")
+        result.release(adapter)
+
+    return run
+
+
+def _sspilib_handshake() -> Callable[[], None]:
+    import sspilib
+
+    def run() -> None:
+        ccred = sspilib.UserCredential(AUTH["username"], AUTH["password"], AUTH["domain"], "NTLM", "initiate")
+        scred = sspilib.UserCredential(AUTH["username"], AUTH["password"], AUTH["domain"], "NTLM", "accept")
+        client = sspilib.ClientSecurityContext(ccred, "host/server")
+        server = sspilib.ServerSecurityContext(scred)
+        message = client.step()
+        message = server.step(message)
+        message = client.step(message)
+        server.step(message)
+        if not (client.complete and server.complete):
+            raise RuntimeError("sspilib handshake did not complete")
+
+    return run
+
+
+def _time(run: Callable[[], None], count: int) -> float:
+    start = time.perf_counter()
+    for _ in range(count):
+        run()
+    return time.perf_counter() - start
+
+
+def _isolated() -> tuple[float | None, str | None]:
+    remote = importlib.import_module("adapters.remote")
+    if getattr(remote, "create", None) is None:
+        return None, "adapters.remote.create is not available yet: no isolated measurement"
+    from adapters.native import create
+
+    adapter = create({})
+    try:
+        run = _adapter_handshake(adapter)
+        run()  # warm-up (child start-up is not part of the rate)
+        count = PER_ROUND
+        return count / _time(run, count), None
+    except Exception as exc:  # report rather than lose the in-process numbers
+        return None, f"isolated run failed: {exc!r}"
+    finally:
+        adapter.close()
+
+
+def main() -> dict[str, Any]:
+    from adapters.native import create_inprocess
+
+    adapter = create_inprocess({"workers": "2"})
+    native = _adapter_handshake(adapter)
+    reference = _sspilib_handshake()
+    native()
+    reference()  # warm both paths (library initialisation, imports)
+    native_total = reference_total = 0.0
+    for _ in range(ROUNDS):  # alternate so drift hits both sides alike
+        native_total += _time(native, PER_ROUND)
+        reference_total += _time(reference, PER_ROUND)
+    adapter.close()
+    leaks = adapter.diagnostics()
+    count = ROUNDS * PER_ROUND
+    isolated, note = _isolated()
+    result: dict[str, Any] = {
+        "handshakes_per_s_inprocess": round(count / native_total, 1),
+        "handshakes_per_s_sspilib": round(count / reference_total, 1),
+        "handshakes_per_s_isolated": None if isolated is None else round(isolated, 1),
+        "inprocess_ratio_vs_sspilib": round(native_total / reference_total, 3),
+        "target_ratio": 1.5,
+        "handshakes_per_side": count,
+        "diagnostics_after_run": len(leaks),
+    }
+    if note:
+        result["note"] = note
+    return result
