@@ -94,9 +94,7 @@ class TlsPackage(SecurityPackage):
     features = frozenset({"client", "server", "stream", "tls1.2", "tls1.3"})
 
     # ---- credentials ------------------------------------------------------------------------
-    def acquire(
-        self, principal: str | None, credential_use: int, auth_data: Mapping[str, Any] | None
-    ) -> AcquireResult:
+    def acquire(self, principal: str | None, credential_use: int, auth_data: Mapping[str, Any] | None) -> AcquireResult:
         # SCH-1: the principal is unused by Schannel.
         try:
             credential = acquire(credential_use, auth_data)

@@ -32,7 +32,16 @@ from adapters.simulator.packages.tls_alerts import failure_status
 from adapters.simulator.packages.tls_config import VERIFY_NONE, TlsCredential
 from adapters.simulator.packages.tls_observer import ObservedSSLObject, Recorder
 from adapters.simulator.packages.tls_pki import timestamp_ticks
-from adapters.simulator.packages.tls_records import HEADER_SIZE, FramingError, frame, record_length
+from adapters.simulator.packages.tls_records import (
+    CERTIFICATE_REQUEST,
+    CHANGE_CIPHER_SPEC_CONTENT,
+    HANDSHAKE_CONTENT,
+    HEADER_SIZE,
+    FramingError,
+    frame,
+    record_length,
+    scan_handshake,
+)
 
 HANDSHAKE, ESTABLISHED, STALLED, PEER_CLOSED, SHUTDOWN, CLOSED, FAILED = range(7)
 PHASE_NAMES = ("handshake", "established", "stalled", "peer-closed", "shutdown", "closed", "failed")
@@ -40,6 +49,7 @@ PHASE_NAMES = ("handshake", "established", "stalled", "peer-closed", "shutdown",
 MAX_MESSAGE = 16384  # TLS plaintext fragment limit, cbMaximumMessage (MSG-1)
 _READ_SIZE = MAX_MESSAGE + 1024
 _FATAL = 2
+_CLOSE_NOTIFY = 0
 
 
 @dataclass(slots=True)
@@ -92,11 +102,13 @@ class TlsConnection:
         "_awaiting_credentials",
         "_certificate_request_answered",
         "_consumed_prefix",
+        "_handshake_carry",
         "_incoming",
         "_lock",
         "_outgoing",
         "_pending_output",
         "_recorder",
+        "_scan_plaintext",
         "_sizes",
         "_sslobj",
         "client_certificate_mode",
@@ -139,6 +151,9 @@ class TlsConnection:
         self._certificate_request_answered = False
         self._consumed_prefix = b""
         self._pending_output = b""
+        # Client without a certificate: watch plaintext records for a CertificateRequest.
+        self._scan_plaintext = not server and not credential.has_certificate
+        self._handshake_carry = 0
         self._sizes: StreamSizes | None = None
 
     # ---- constructors ---------------------------------------------------------------------
@@ -247,6 +262,12 @@ class TlsConnection:
         position = 0
         done = False
         for end in framing.ends:
+            if self._scan_plaintext and self._certificate_request_ahead(view[position:end]):
+                # TLS 1.2: pause *before* OpenSSL reads the CertificateRequest, since it
+                # fixes the usable client keys when it reads it (SCH-12).
+                self._awaiting_credentials = True
+                self._consumed_prefix = bytes(data[: start + position])
+                return Leg(st.SEC_I_INCOMPLETE_CREDENTIALS)
             incoming.write(view[position:end])
             position = end
             try:
@@ -273,6 +294,19 @@ class TlsConnection:
             recorder.established = True
             return Leg(st.SEC_E_OK, output, extra=extra, final=True)
         return Leg(st.SEC_I_CONTINUE_NEEDED, output, extra=extra)
+
+    def _certificate_request_ahead(self, record: memoryview) -> bool:
+        """Does this plaintext record carry a CertificateRequest we cannot answer?"""
+        content_type = record[0]
+        if content_type == CHANGE_CIPHER_SPEC_CONTENT:
+            self._scan_plaintext = False  # from here on handshake records are encrypted
+            return False
+        if content_type != HANDSHAKE_CONTENT:
+            return False
+        found, self._handshake_carry = scan_handshake(record[HEADER_SIZE:], self._handshake_carry, CERTIFICATE_REQUEST)
+        if found:
+            self._scan_plaintext = False
+        return found
 
     def _resume(self) -> Leg:
         """The ISC/ASC that consumes a post-handshake message (MSG-9, C.4 #4).
@@ -392,16 +426,19 @@ class TlsConnection:
             except ssl.SSLWantReadError:
                 plaintext = b""  # empty record, or a non-application message (below)
             except ssl.SSLZeroReturnError:
-                # SHUT-3: the peer's close_notify.
-                self.peer_closed = True
-                self.phase = PEER_CLOSED
-                return self._unwrapped(st.SEC_I_CONTEXT_EXPIRED, record, b"", len(data) - length)
+                plaintext = b""
+                recorder.alert_received = (1, _CLOSE_NOTIFY)
             except ssl.SSLError as error:
                 status = failure_status(error, recorder.alert_sent, recorder.alert_received)
                 self.phase = FAILED
                 self.failure = status
                 self._outgoing.read()  # OpenSSL's alert; DecryptMessage has no output for it
                 return Unwrapped(status)
+            if not plaintext and recorder.alert_received is not None and recorder.alert_received[1] == _CLOSE_NOTIFY:
+                # SHUT-3: the peer's close_notify (CPython's read() returns b"" for it).
+                self.peer_closed = True
+                self.phase = PEER_CLOSED
+                return self._unwrapped(st.SEC_I_CONTEXT_EXPIRED, record, b"", len(data) - length)
             if recorder.post_handshake:
                 # MSG-8/9: hand the message back for ISC/ASC; records stall until then.
                 message = b"".join(recorder.post_handshake)
@@ -428,4 +465,3 @@ class TlsConnection:
     def __repr__(self) -> str:
         role = "server" if self.server else "client"
         return f"<TlsConnection {role} {PHASE_NAMES[self.phase]} {self.protocol or '-'}>"
-

@@ -83,3 +83,27 @@ def frame(data: bytes | bytearray | memoryview, limit: int | None = None) -> Fra
         offset += length
         ends.append(offset)
     return Framing(tuple(ends), 0)
+
+
+HANDSHAKE_CONTENT = 22
+CHANGE_CIPHER_SPEC_CONTENT = 20
+CERTIFICATE_REQUEST = 13
+
+
+def scan_handshake(body: bytes | memoryview, carry: int, wanted: int) -> tuple[bool, int]:
+    """Look for a plaintext handshake message of type ``wanted`` in a record body.
+
+    ``carry`` is how many bytes of a message begun in an earlier record continue in this
+    one.  Returns (found, carry for the next record).
+    """
+    offset = min(carry, len(body))
+    carry -= offset
+    while offset + 4 <= len(body):
+        if body[offset] == wanted:
+            return True, 0
+        length = (body[offset + 1] << 16) | (body[offset + 2] << 8) | body[offset + 3]
+        end = offset + 4 + length
+        if end > len(body):
+            return False, end - len(body)
+        offset = end
+    return False, carry
