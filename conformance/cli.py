@@ -1,0 +1,385 @@
+"""``sspi-conformance``: run, list and validate the scenario corpus; serve the remote agent.
+
+Each subcommand is one ``add_*`` function (its arguments) and one ``cmd_*`` function (its
+work) registered in :data:`COMMANDS`, so later subcommands (fuzz, bless, report) slot in
+without touching the others.  Exit codes (docs/cli.md): 0 everything passed or only
+expected outcomes, 1 failures, 2 usage or input errors, 3 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from conformance import __version__
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+
+
+class UsageError(Exception):
+    """Bad command-line input or unusable input files: exit code 2 with this message."""
+
+
+# ---- shared helpers ------------------------------------------------------------------------------
+
+
+def default_corpus() -> Path:
+    """``scenarios/`` under the current directory, else next to the installed package."""
+    candidates = [Path.cwd() / "scenarios", Path(__file__).resolve().parent.parent / "scenarios"]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise UsageError("no scenario corpus found: give PATHS, or run from a folder that has scenarios/")
+
+
+def corpus_paths(paths: Sequence[str]) -> list[Path]:
+    resolved = [Path(p) for p in paths] if paths else [default_corpus()]
+    missing = [str(p) for p in resolved if not p.exists()]
+    if missing:
+        raise UsageError(f"no such file or directory: {', '.join(missing)}")
+    return resolved
+
+
+def parse_options(pairs: Sequence[str]) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--adapter-option expects KEY=VALUE, got {pair!r}")
+        options[key.strip()] = value
+    return options
+
+
+def check_adapter(name: str, options: dict[str, str]) -> None:
+    """Build the adapter once so a bad name or option is a usage error, not N failed scenarios."""
+    from adapters.api import AdapterError
+    from adapters.registry import create_adapter
+
+    try:
+        adapter = create_adapter(name, options)
+    except (ValueError, AdapterError, ImportError, OSError) as exc:
+        raise UsageError(f"adapter {name!r}: {exc}") from None
+    try:
+        adapter.close()
+    except Exception:  # closing a probe adapter is best effort; the run builds its own
+        pass
+
+
+def print_load_errors(errors: Sequence[Any], out: TextIO) -> None:
+    for error in errors:
+        print(str(error), file=out)
+
+
+# ---- run -----------------------------------------------------------------------------------------
+
+
+def add_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", metavar="PATHS", help="scenario files or folders (default: scenarios/)")
+    parser.add_argument("--adapter", default="simulator", help="implementation to test (default: simulator)")
+    parser.add_argument("--adapter-option", action="append", default=[], metavar="K=V",
+                        help="adapter option (repeatable)")
+    parser.add_argument("--profile", metavar="P", help="implementation profile: name or file")
+    parser.add_argument("-k", dest="keyword", metavar="EXPR", help="select scenarios by id, tag or requirement")
+    parser.add_argument("-n", dest="workers", metavar="N", help="parallel workers (pytest-xdist), or 'auto'")
+    parser.add_argument("--report-dir", default="reports", metavar="DIR", help="report folder (default: reports)")
+    parser.add_argument("--scenario-timeout-ms", type=int, metavar="MS", help="budget for every scenario")
+    parser.add_argument("--strict", action="store_true",
+                        help="should/may-level failures fail the run too (default: only must-level)")
+
+
+@dataclass
+class RunOutcome:
+    code: int
+    results: list[Any]
+
+
+def pytest_args(args: argparse.Namespace, paths: Sequence[Path]) -> list[str]:
+    from conformance.pytest_plugin import plugin_args
+
+    argv = [*plugin_args(), "-p", "no:cacheprovider", "-q", "--adapter", args.adapter,
+            "--report-dir", str(args.report_dir)]
+    for pair in args.adapter_option:
+        argv += ["--adapter-option", pair]
+    if args.profile:
+        argv += ["--profile", args.profile]
+    if args.keyword:
+        argv += ["-k", args.keyword]
+    if args.workers is not None:
+        argv += ["-n", str(args.workers)]
+    if args.scenario_timeout_ms is not None:
+        argv += ["--scenario-timeout-ms", str(args.scenario_timeout_ms)]
+    for path in paths:
+        # Positional so pytest derives rootdir from the corpus; --scenarios so YAML there is
+        # collected even when the folder is not called "scenarios".
+        argv += ["--scenarios", str(path)]
+    argv += [str(p) for p in paths]
+    return argv
+
+
+def counts_as_failure(result: Any, strict: bool) -> bool:
+    """Level grading: a plain ``fail`` of a should/may scenario fails the run only with --strict.
+
+    Crashes, hangs, harness errors and stale profile expectations (xpass) always fail.
+    """
+    from conformance.results import FAILING, Verdict
+
+    if result.verdict not in FAILING:
+        return False
+    return strict or result.verdict is not Verdict.FAIL or result.level == "must"
+
+
+def print_summary(results: Sequence[Any], strict: bool, elapsed: float, report_dir: Path, out: TextIO) -> None:
+    from conformance.reports.text import counts, reason
+
+    adapters = ", ".join(sorted({r.adapter for r in results})) or "-"
+    print(f"\nsspi-conformance: {len(results)} scenarios on {adapters} in {elapsed:.2f} s", file=out)
+    tally = counts(results)
+    width = max(len(v) for v in tally)
+    print(f"  {'verdict':<{width}}  count", file=out)
+    for verdict, n in tally.items():
+        if n:
+            print(f"  {verdict:<{width}}  {n:>5}", file=out)
+    failing = [r for r in results if counts_as_failure(r, strict)]
+    graded = [r for r in results if r.verdict.value == "fail" and not counts_as_failure(r, strict)]
+    if failing:
+        print("failures:", file=out)
+        for r in failing:
+            print(f"  {r.id} [{r.verdict.value}] {reason(r)}", file=out)
+    if graded:
+        print("should/may-level failures (not failing the run without --strict):", file=out)
+        for r in graded:
+            print(f"  {r.id} [{r.level}] {reason(r)}", file=out)
+    print(f"reports: {report_dir}/ (results.jsonl, junit.xml, summary.md, report.html)", file=out)
+
+
+def execute_run(args: argparse.Namespace, out: TextIO) -> RunOutcome:
+    """Validate inputs, run pytest in-process with the plugin, grade the results."""
+    import pytest
+
+    from conformance.reports.jsonl import RESULTS_NAME, read_results
+    from conformance.scenario.loader import validate_paths
+
+    paths = corpus_paths(args.paths)
+    parse_options(args.adapter_option)
+    if args.workers is not None and args.workers != "auto" and not str(args.workers).isdigit():
+        raise UsageError(f"-n expects a number of workers or 'auto', got {args.workers!r}")
+    if args.scenario_timeout_ms is not None and args.scenario_timeout_ms <= 0:
+        raise UsageError("--scenario-timeout-ms must be positive")
+    check_adapter(args.adapter, parse_options(args.adapter_option))
+    errors = validate_paths(paths)
+    if errors:
+        print_load_errors(errors, sys.stderr)
+        raise UsageError(f"{len(errors)} scenario load error(s)")
+    report_dir = Path(args.report_dir).resolve()
+    args.report_dir = report_dir
+    started = time.perf_counter()
+    code = int(pytest.main(pytest_args(args, paths)))
+    elapsed = time.perf_counter() - started
+    if code == pytest.ExitCode.NO_TESTS_COLLECTED:
+        raise UsageError("no scenario selected")
+    if code == pytest.ExitCode.USAGE_ERROR:
+        raise UsageError("pytest rejected the arguments (see above)")
+    if code == pytest.ExitCode.INTERRUPTED:
+        return RunOutcome(EXIT_USAGE, [])
+    if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        return RunOutcome(EXIT_INTERNAL, [])
+    results = read_results(report_dir / RESULTS_NAME)
+    print_summary(results, args.strict, elapsed, report_dir, out)
+    if not results:
+        print("sspi-conformance: no result recorded", file=sys.stderr)
+        return RunOutcome(EXIT_INTERNAL, results)
+    failed = any(counts_as_failure(r, args.strict) for r in results)
+    return RunOutcome(EXIT_FAILURES if failed else EXIT_OK, results)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return execute_run(args, sys.stdout).code
+
+
+# ---- list ----------------------------------------------------------------------------------------
+
+
+def add_list(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", metavar="PATHS", help="scenario files or folders (default: scenarios/)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output (docs/cli.md)")
+    parser.add_argument("--requirements", action="store_true",
+                        help="the coverage matrix: every catalogue ID and the scenarios citing it")
+
+
+def scenario_entry(scenario: Any) -> dict[str, Any]:
+    return {
+        "id": scenario.id,
+        "title": scenario.title,
+        "file": str(scenario.file),
+        "line": scenario.line,
+        "level": scenario.level,
+        "requirements": list(scenario.requirements),
+        "tags": list(scenario.tags),
+        "requires": list(getattr(scenario, "requires", ())),
+    }
+
+
+def requirement_matrix(scenarios: Sequence[Any]) -> dict[str, Any]:
+    """{"requirements": {ID: [scenario ids]}, "uncatalogued": {...}, "total": n, "covered": n}."""
+    from conformance.requirements import load_catalogue
+
+    catalogue = load_catalogue()
+    matrix: dict[str, list[str]] = {rid: [] for rid in catalogue}
+    uncatalogued: dict[str, list[str]] = {}
+    for scenario in scenarios:
+        for rid in scenario.requirements:
+            (matrix if rid in matrix else uncatalogued).setdefault(rid, []).append(scenario.id)
+    return {
+        "requirements": matrix,
+        "uncatalogued": uncatalogued,
+        "total": len(matrix),
+        "covered": sum(1 for ids in matrix.values() if ids),
+    }
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from conformance.scenario.loader import load_corpus
+
+    scenarios, errors = load_corpus(corpus_paths(args.paths))
+    scenarios = sorted(scenarios, key=lambda s: s.id)
+    if args.requirements:
+        matrix = requirement_matrix(scenarios)
+        if args.json:
+            print(json.dumps(matrix, indent=2))
+        else:
+            for rid, ids in matrix["requirements"].items():
+                print(f"{rid:<10} {len(ids):>3}  {', '.join(ids)}")
+            for rid, ids in matrix["uncatalogued"].items():
+                print(f"{rid:<10} {len(ids):>3}  {', '.join(ids)}  (not in the catalogue)")
+            print(f"{matrix['covered']} of {matrix['total']} requirements covered", file=sys.stderr)
+    elif args.json:
+        print(json.dumps({"scenarios": [scenario_entry(s) for s in scenarios]}, indent=2))
+    else:
+        width = max((len(s.id) for s in scenarios), default=2)
+        for s in scenarios:
+            print(f"{s.id:<{width}}  {s.level:<6}  {','.join(s.requirements):<24}  {s.title}")
+        print(f"{len(scenarios)} scenarios", file=sys.stderr)
+    print_load_errors(errors, sys.stderr)
+    return EXIT_USAGE if errors else EXIT_OK
+
+
+# ---- validate ------------------------------------------------------------------------------------
+
+
+def add_validate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", metavar="PATHS", help="scenario files or folders (default: scenarios/)")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from conformance.scenario.loader import expand_paths, validate_paths
+
+    paths = corpus_paths(args.paths)
+    errors = validate_paths(paths)
+    print_load_errors(errors, sys.stdout)
+    files = len(expand_paths(paths))
+    if errors:
+        print(f"{len(errors)} error(s) in {files} file(s)", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{files} scenario file(s) valid", file=sys.stderr)
+    return EXIT_OK
+
+
+# ---- serve ---------------------------------------------------------------------------------------
+
+AGENT_MODULE = "adapters.remote.agent"
+
+
+def add_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("agent_args", nargs=argparse.REMAINDER, help="arguments for the remote agent")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        found = importlib.util.find_spec(AGENT_MODULE) is not None
+    except ImportError:
+        found = False
+    if not found:
+        print(f"sspi-conformance serve: the remote agent ({AGENT_MODULE}) is not available", file=sys.stderr)
+        return EXIT_USAGE
+    agent = importlib.import_module(AGENT_MODULE)
+    code = agent.main(list(args.agent_args))
+    return int(code or 0)
+
+
+# ---- entry point ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: list[Command] = [
+    Command("run", "run scenarios against an adapter and write reports", add_run, cmd_run),
+    Command("list", "list scenarios, or the requirement coverage matrix", add_list, cmd_list),
+    Command("validate", "check scenario files; print load errors as file:line:col: message", add_validate,
+            cmd_validate),
+    Command("serve", "run the remote adapter agent (adapters.remote.agent)", add_serve, cmd_serve),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sspi-conformance",
+        description="Conformance suite for implementations of the asynchronous SSPI API.",
+        epilog="exit codes: 0 passed, 1 failures, 2 usage or input errors, 3 internal error",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        sub_parser = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(sub_parser)
+        sub_parser.set_defaults(handler=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        # Everything after "serve" belongs to the agent, options included.
+        return _guarded(cmd_serve, argparse.Namespace(agent_args=argv[1:]))
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 0 for --help/--version, 2 for a usage error
+        return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
+    return _guarded(args.handler, args)
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    try:
+        return handler(args)
+    except UsageError as exc:
+        print(f"sspi-conformance: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("sspi-conformance: interrupted", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception:  # anything else is our bug: say so, with the evidence
+        print("sspi-conformance: internal error", file=sys.stderr)
+        traceback.print_exc()
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())
