@@ -65,6 +65,22 @@ def _time(run: Callable[[], None], count: int) -> float:
     return time.perf_counter() - start
 
 
+def _hop_us(count: int = 400) -> float:
+    """Cost of one queue -> worker -> callback -> wake-up round trip with no work in it:
+    the floor each of the ten async operations of a handshake pays."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        def hop() -> None:
+            done = threading.Event()
+            pool.submit(done.set)
+            done.wait()
+
+        hop()
+        return _time(hop, count) / count * 1e6
+
+
 def _isolated() -> tuple[float | None, str | None]:
     remote = importlib.import_module("adapters.remote")
     if getattr(remote, "create", None) is None:
@@ -106,6 +122,8 @@ def main() -> dict[str, Any]:
         "inprocess_ratio_vs_sspilib": round(native_total / reference_total, 3),
         "target_ratio": 1.5,
         "handshakes_per_side": count,
+        "async_ops_per_handshake": 10,
+        "empty_thread_hop_us": round(_hop_us(), 1),
         "diagnostics_after_run": len(leaks),
     }
     if note:

@@ -465,3 +465,31 @@ def test_zero_context_handle_starts_a_new_context(adapter: NativeAdapter) -> Non
     assert status == st.SEC_I_CONTINUE_NEEDED and out.new_context is not None
     delete(adapter, out.new_context)
     free(adapter, cred)
+
+
+def test_context_attributes_echo_the_request(adapter: NativeAdapter) -> None:
+    # FINDING F-10: pfContextAttr is fContextReq verbatim, even for bits never granted
+    # (NTLM cannot delegate); documents the divergence, not a contract rule (SCH-14).
+    cred = _client(adapter)
+    req = ISC_REQ["DELEGATE"] | ISC_REQ["CONFIDENTIALITY"] | ISC_REQ["CONNECTION"]
+    status, out = initialize(adapter, cred, None, None, req=req)
+    assert status == st.SEC_I_CONTINUE_NEEDED and out.context_attr == req
+    delete(adapter, out.new_context)
+    free(adapter, cred)
+
+
+def test_credential_use_is_ignored(adapter: NativeAdapter) -> None:
+    # FINDING F-6: neither an invalid fCredentialUse nor an OUTBOUND server credential is
+    # refused (CALL-8).
+    for use in (0, 0xFFFFFFFF):
+        status, cred = acquire(adapter, "NTLM", use, AUTH)
+        assert status == st.SEC_E_OK
+        free(adapter, cred)
+    client, outbound_server = _client(adapter), _client(adapter)
+    _, first = initialize(adapter, client, None, None)
+    status, out = accept(adapter, outbound_server, None, token(first))
+    assert status == st.SEC_I_CONTINUE_NEEDED
+    for ctxt in (first.new_context, out.new_context):
+        delete(adapter, ctxt)
+    for c in (client, outbound_server):
+        free(adapter, c)
