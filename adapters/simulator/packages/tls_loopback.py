@@ -167,6 +167,7 @@ class Endpoint:
                 leg = self.leg(opened.data)
                 if leg.status != st.SEC_E_OK:
                     raise LoopbackError(f"post-handshake leg -> {st.describe(leg.status)}")
+                status = st.SEC_E_OK  # handled; the record layer runs again
             elif status == st.SEC_E_OK:
                 plaintext += opened.data
             else:
