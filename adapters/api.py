@@ -297,6 +297,11 @@ class Adapter(abc.ABC):
         """ApplyControlToken."""
         raise Unsupported("ApplyControlToken")
 
+    def complete_auth_token(self, context: Handle | None, buffers: list[SecBuffer]) -> int:
+        """CompleteAuthToken: what a caller must do after SEC_I_COMPLETE_NEEDED or
+        SEC_I_COMPLETE_AND_CONTINUE (Section B.1).  It has no async twin."""
+        raise Unsupported("CompleteAuthToken")
+
 
 # The operation names used in traces, reports and remote messages, in one place.
 OPERATIONS: tuple[str, ...] = (
@@ -315,6 +320,7 @@ OPERATIONS: tuple[str, ...] = (
     "encrypt_message",
     "decrypt_message",
     "apply_control_token",
+    "complete_auth_token",
 )
 ASYNC_OPERATIONS: tuple[str, ...] = OPERATIONS[6:11]
 
