@@ -655,3 +655,9 @@ class SimulatorAdapter(Adapter):
         if sctx is None:
             return st.SEC_E_INVALID_HANDLE
         return sctx.package.apply_control_token(sctx.state, buffers)
+
+    def complete_auth_token(self, context: Handle | None, buffers: list[SecBuffer]) -> int:
+        sctx = self._live_context(context, "complete_auth_token")
+        if sctx is None:
+            return st.SEC_E_INVALID_HANDLE
+        return sctx.package.complete_auth_token(sctx.state, buffers)

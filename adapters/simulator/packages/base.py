@@ -110,6 +110,10 @@ class SecurityPackage(abc.ABC):
     def apply_control_token(self, context: Any, buffers: list[SecBuffer]) -> int:
         return st.SEC_E_UNSUPPORTED_FUNCTION
 
+    def complete_auth_token(self, context: Any, buffers: list[SecBuffer]) -> int:
+        """CompleteAuthToken after SEC_I_COMPLETE_NEEDED: nothing to finish by default."""
+        return st.SEC_E_OK
+
 
 # ---- helpers packages share ---------------------------------------------------------------
 
