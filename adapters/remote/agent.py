@@ -1,0 +1,296 @@
+"""The agent: any in-process adapter served over protocol v1 (docs/protocol.md).
+
+    python -m adapters.remote.agent --adapter simulator|native|MODULE:FACTORY
+        [--option KEY=VALUE ...] [--listen stdio|tcp:127.0.0.1:PORT] [--allow-remote] [--once]
+
+stdio (the default) serves one connection on stdin/stdout and exits at EOF or
+``shutdown``; the real stdout is kept for the protocol and fd 1 is pointed at stderr, so a
+stray print() in an implementation cannot corrupt the stream.  tcp serves each accepted
+connection on its own thread and binds to loopback unless ``--allow-remote`` is given; the
+bound address is printed on stderr (useful with port 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import ipaddress
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from adapters.api import AdapterError, ImplementationCrashed, ImplementationHung, Unsupported
+from adapters.remote import codec
+from adapters.remote import protocol as p
+from adapters.remote.framing import LineReader, LineTooLong, StreamClosed, Transport
+from adapters.remote.jsonfast import dumps, loads
+from adapters.remote.session import RpcError, Session
+
+AGENT_NAME = "adapters.remote.agent"
+Factory = Callable[[dict[str, str]], Any]
+
+SPIN_S = 0.0002  # busy-wait for the next request before sleeping (see LineReader._spin)
+
+
+class Writer:
+    """Serialised, whole-line writes (callbacks arrive from the implementation's threads)."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+        self._lock = threading.Lock()
+        self.broken = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = dumps(message).encode() + b"\n"
+        with self._lock:
+            if self.broken:
+                return
+            try:
+                self._t.write_all(data, None)
+            except StreamClosed:
+                self.broken = True  # the client went away; the read loop ends at EOF
+
+
+def make_factory(name: str) -> Factory:
+    """``simulator``/``native``/``remote`` via the registry, or ``module:function``."""
+    if ":" in name:
+        module_name, attr = name.split(":", 1)
+        factory: Factory = getattr(importlib.import_module(module_name), attr)
+        return factory
+
+    def create(options: dict[str, str]) -> Any:
+        from adapters.registry import create_adapter
+
+        if name == "native":
+            options = {**options, "isolate": "false"}  # the agent process is the isolation
+        return create_adapter(name, options)
+
+    return create
+
+
+class Server:
+    """Serves requests from one connection, one session at a time."""
+
+    def __init__(self, factory: Factory, base_options: Mapping[str, str], adapter_name: str,
+                 max_message_bytes: int) -> None:
+        self.factory = factory
+        self.base_options = dict(base_options)
+        self.adapter_name = adapter_name
+        self.max_bytes = max_message_bytes
+
+    def serve(self, transport: Transport) -> None:
+        """Answer requests until EOF, ``shutdown``, or an unreadable stream."""
+        reader = LineReader(transport, self.max_bytes, SPIN_S)
+        writer = Writer(transport)
+        session: Session | None = None
+        try:
+            while True:
+                try:
+                    line = reader.read_line(None)
+                except StreamClosed:
+                    return
+                except LineTooLong:
+                    # The stream cannot be resynchronised cheaply; say why, then hang up.
+                    writer.send(_error(None, p.INVALID_REQUEST, f"message longer than {self.max_bytes} bytes"))
+                    return
+                if not line.strip():
+                    continue
+                session, stop = self._handle(line, session, writer)
+                if stop:
+                    return
+        finally:
+            if session is not None and not session.closed:
+                try:
+                    session.close()
+                except Exception:
+                    pass
+
+    def _handle(self, line: bytes, session: Session | None, writer: Writer) -> tuple[Session | None, bool]:
+        try:
+            msg = loads(line)
+        except ValueError as exc:
+            writer.send(_error(None, p.PARSE_ERROR, f"not JSON: {exc}"))
+            return session, False
+        if not isinstance(msg, dict) or msg.get("jsonrpc") != p.JSONRPC or not isinstance(msg.get("method"), str):
+            rid = msg.get("id") if isinstance(msg, dict) else None
+            writer.send(_error(rid, p.INVALID_REQUEST, "not a JSON-RPC 2.0 request"))
+            return session, False
+        method, rid, params = msg["method"], msg.get("id"), msg.get("params", {})
+        if params is None:
+            params = {}
+        stop = False
+        try:
+            if not isinstance(params, dict):
+                raise RpcError(p.INVALID_PARAMS, "params must be an object")
+            if method == "initialize":
+                session, result = self._initialize(params, session, writer)
+            elif method == "shutdown":
+                if session is not None and not session.closed:
+                    session.close()
+                result, stop = {}, True
+            elif method == "close":
+                if session is None or session.closed:
+                    raise RpcError(p.NOT_INITIALIZED, "no open session")
+                result = session.close()
+            elif session is None or session.closed:
+                raise RpcError(p.NOT_INITIALIZED, f"{method} before initialize")
+            else:
+                handler = session.methods.get(method)
+                if handler is None:
+                    raise RpcError(p.METHOD_NOT_FOUND, f"method not found: {method}")
+                result = handler(params)
+        except RpcError as exc:
+            response = _error(rid, exc.code, str(exc), exc.data)
+        except Unsupported as exc:
+            response = _error(rid, p.UNSUPPORTED, str(exc) or method)
+        except ImplementationCrashed as exc:
+            response = _error(rid, p.IMPLEMENTATION_CRASHED, str(exc))
+        except ImplementationHung as exc:
+            response = _error(rid, p.IMPLEMENTATION_HUNG, str(exc))
+        except AdapterError as exc:
+            response = _error(rid, p.ADAPTER_ERROR, f"{type(exc).__name__}: {exc}")
+        except (ValueError, TypeError) as exc:
+            response = _error(rid, p.INVALID_PARAMS, str(exc), {"exception": type(exc).__name__})
+        except Exception as exc:
+            response = _error(rid, p.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}",
+                              {"exception": type(exc).__name__})
+        else:
+            response = {"jsonrpc": p.JSONRPC, "id": rid, "result": result}
+        if rid is not None:
+            writer.send(response)
+        return session, stop
+
+    def _initialize(self, params: Mapping[str, Any], session: Session | None,
+                    writer: Writer) -> tuple[Session | None, Any]:
+        version = params.get("protocol")
+        if version != p.PROTOCOL_VERSION:
+            raise RpcError(p.VERSION_MISMATCH, f"protocol {version!r} not spoken; this agent speaks "
+                                               f"{p.PROTOCOL_VERSION!r}", {"protocol": [p.PROTOCOL_VERSION]})
+        options = params.get("options") or {}
+        if not isinstance(options, dict) or not all(isinstance(v, str) for v in options.values()):
+            raise RpcError(p.INVALID_PARAMS, "options must map names to strings")
+        if session is not None and not session.closed:
+            try:
+                session.close()
+            except Exception:
+                pass
+        adapter = self.factory({**self.base_options, **options})
+        session = Session(adapter, writer.send)
+        caps = adapter.capabilities()
+        return session, {
+            "protocol": p.PROTOCOL_VERSION,
+            "implementation": {"name": caps.name, "version": caps.version},
+            "capabilities": codec.encode_capabilities(caps),
+            "agent": {"name": AGENT_NAME, "pid": os.getpid(), "adapter": self.adapter_name},
+        }
+
+
+def _error(rid: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    return {"jsonrpc": p.JSONRPC, "id": rid, "error": err}
+
+
+# ---- listeners ---------------------------------------------------------------------------------
+
+
+def serve_stdio(server: Server) -> None:
+    proto_fd = os.dup(1)
+    os.dup2(2, 1)  # stray writes to fd 1 now land on stderr, never in the protocol stream
+    sys.stdout = sys.stderr
+    stdin_blocking = os.get_blocking(0)
+    try:
+        server.serve(Transport(0, proto_fd))
+    finally:
+        os.set_blocking(0, stdin_blocking)  # do not leave a terminal non-blocking
+
+
+def parse_listen(value: str) -> tuple[str, int] | None:
+    """None for stdio, else (host, port); ValueError for anything else."""
+    if value == "stdio":
+        return None
+    if not value.startswith("tcp:"):
+        raise ValueError(f"--listen must be stdio or tcp:HOST:PORT, got {value!r}")
+    host, _, port = value[4:].rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"--listen tcp:HOST:PORT needs a host and a port, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve_tcp(server: Server, host: str, port: int, once: bool) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.create_server((host, port), family=family) as listener:
+        bound = listener.getsockname()
+        print(f"{AGENT_NAME} listening on tcp:{host}:{bound[1]}", file=sys.stderr, flush=True)
+        while True:
+            conn, _ = listener.accept()
+            worker = threading.Thread(target=_serve_socket, args=(server, conn), daemon=True)
+            worker.start()
+            if once:
+                worker.join()
+                return
+
+
+def _serve_socket(server: Server, conn: socket.socket) -> None:
+    with conn:
+        server.serve(Transport.for_socket(conn))
+
+
+def _options(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option needs KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run an agent; returns the process exit status (2 for a usage error)."""
+    parser = argparse.ArgumentParser(prog="python -m adapters.remote.agent", description=__doc__.split("\n")[0])
+    parser.add_argument("--adapter", default="simulator", help="simulator, native, or MODULE:FACTORY")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="adapter option")
+    parser.add_argument("--listen", default="stdio", help="stdio (default) or tcp:HOST:PORT (port 0: any)")
+    parser.add_argument("--allow-remote", action="store_true", help="allow binding to a non-loopback address")
+    parser.add_argument("--once", action="store_true", help="tcp: serve one connection, then exit")
+    parser.add_argument("--max-message-bytes", type=int, default=p.DEFAULT_MAX_MESSAGE_BYTES)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        options = _options(args.option)
+        listen = parse_listen(args.listen)
+        if listen is not None and not args.allow_remote and not is_loopback(listen[0]):
+            raise ValueError(f"refusing to listen on non-loopback {listen[0]} without --allow-remote")
+        factory = make_factory(args.adapter)
+    except (ValueError, ImportError, AttributeError) as exc:
+        print(f"{AGENT_NAME}: {exc}", file=sys.stderr)
+        return 2
+    server = Server(factory, options, args.adapter, args.max_message_bytes)
+    try:
+        if listen is None:
+            serve_stdio(server)
+        else:
+            serve_tcp(server, listen[0], listen[1], args.once)
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"{AGENT_NAME}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,419 @@
+"""One JSON-RPC connection to an agent: requests, responses, notifications, failure.
+
+Reading is done by whichever thread needs a message (leader/follower): a thread waiting
+for its response reads the stream itself, so a synchronous call costs no thread handoff.
+Notifications met on the way are applied and their callbacks run on that thread (inline
+completion then runs the callback before the queueing call returns, as in-process, OQ-2).
+A pump thread reads only when a callback is expected and no caller has been active for a
+few milliseconds, so a caller that waits for a callback without calling in gets it.
+
+Whoever reads never holds the reader role while running caller code, so a callback may
+call the adapter again (OQ-11).  Every wait has a deadline; a stream that can no longer be
+trusted (garbage, oversize line, wrong id, death, hang) marks the connection dead, the
+agent is killed, and every later call raises at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from typing import IO, Any, Protocol
+
+from adapters.api import AdapterError, ImplementationCrashed, ImplementationHung, Unsupported, Violation
+from adapters.remote import protocol as p
+from adapters.remote.framing import LineReader, LineTooLong, StreamClosed, StreamTimeout, Transport
+from adapters.remote.jsonfast import dumps, loads
+
+Thunk = Callable[[], None]
+
+# How long the pump lets callers have the stream before it reads for pending callbacks.
+PUMP_QUIET_S = 0.004
+PUMP_POLL_S = 0.1
+SPIN_S = 0.0002  # busy-wait this long for an answer before sleeping (see LineReader._spin)
+MAX_RECORDED_VIOLATIONS = 100
+FLOOD_LIMIT = 10000  # this many protocol violations in one connection: stop trusting it
+
+
+class NotificationSink(Protocol):
+    def prepare_notification(self, method: str, params: Any) -> Thunk | None:
+        """Validate and apply a notification; return what must run without the reader role."""
+
+
+class _Fatal(Exception):
+    def __init__(self, error: AdapterError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Connection:
+    def __init__(
+        self,
+        transport: Transport,
+        label: str,
+        max_message_bytes: int,
+        process: subprocess.Popen[bytes] | None = None,
+        stderr: IO[bytes] | None = None,
+    ) -> None:
+        self.label = label
+        self.process = process
+        self._t = transport
+        self._reader = LineReader(transport, max_message_bytes, SPIN_S)
+        self._stderr = stderr
+        self._mu = threading.Lock()
+        self._cv = threading.Condition(self._mu)
+        self._pump_cv = threading.Condition(self._mu)
+        self._wmu = threading.Lock()
+        self._ids = itertools.count(1)
+        self._reading = False
+        self._waiters = 0  # threads blocked in _cv.wait (skip notify_all when none)
+        self._responses: dict[int, dict[str, Any]] = {}
+        self._outstanding: dict[int, str] = {}
+        self._activity = 0
+        self._expected = 0
+        self._pump: threading.Thread | None = None
+        self._closing = False
+        self.dead: AdapterError | None = None
+        self.sink: NotificationSink | None = None
+        self.last_call: str | None = None
+        self.violations: list[Violation] = []
+        self._violation_count = 0
+        self.tainted = False  # broke the protocol at least once: never reuse it
+        self.last_used = time.monotonic()
+
+    # ---- public ----------------------------------------------------------------------------
+    @property
+    def healthy(self) -> bool:
+        return self.dead is None and not self._closing and not self.tainted and (
+            self.process is None or self.process.poll() is None
+        )
+
+    def request(self, method: str, params: dict[str, Any], timeout: float) -> Any:
+        """Send a request and return its ``result``; raise the error it maps to."""
+        if self.dead is not None:
+            raise self._after_death(method)
+        rid = next(self._ids)
+        data = dumps({"jsonrpc": p.JSONRPC, "id": rid, "method": method, "params": params}).encode() + b"\n"
+        deadline = time.monotonic() + timeout
+        with self._mu:
+            self._outstanding[rid] = method
+            self._activity += 1
+        self.last_call = method
+        try:
+            with self._wmu:
+                self._t.write_all(data, deadline)
+        except StreamTimeout:
+            raise self._hung(method, timeout) from None
+        except StreamClosed:
+            raise self._crashed(f"while sending {method}") from None
+        msg = self._await(rid, method, deadline, timeout)
+        self.last_used = time.monotonic()
+        return _result(msg, method)
+
+    def expect(self, delta: int) -> None:
+        """Count callbacks the caller is waiting for; the pump reads only while some are."""
+        with self._mu:
+            self._expected = max(0, self._expected + delta)
+            if self._expected and self._pump is None and self.dead is None:
+                self._pump = threading.Thread(target=self._pump_loop, name=f"remote-pump {self.label}", daemon=True)
+                self._pump.start()
+            self._pump_cv.notify()
+
+    def reset_expected(self) -> None:
+        with self._mu:
+            self._expected = 0
+
+    def violate(self, requirement: str, message: str, call: str | None = None) -> None:
+        self.tainted = True
+        self._violation_count += 1
+        if len(self.violations) < MAX_RECORDED_VIOLATIONS:
+            self.violations.append(Violation(requirement, message, "implementation", call))
+        if self._violation_count > FLOOD_LIMIT:
+            raise _Fatal(ImplementationCrashed(
+                f"remote agent {self.label} sent more than {FLOOD_LIMIT} invalid messages; connection dropped"
+            ))
+
+    def drain_violations(self) -> list[Violation]:
+        out, self.violations = self.violations, []
+        suppressed = self._violation_count - len(out)
+        self._violation_count = 0
+        if suppressed > 0:
+            out.append(Violation("PROTO-1", f"{suppressed} further protocol violations not listed", "implementation"))
+        return out
+
+    def close(self, graceful_timeout: float = 0.0) -> None:
+        """End the connection and reap the agent (never leaves a zombie)."""
+        with self._mu:
+            already = self._closing
+            self._closing = True
+            self._pump_cv.notify_all()
+            self._cv.notify_all()
+        if already:
+            return
+        if graceful_timeout > 0 and self.dead is None:
+            try:
+                self.request("shutdown", {}, graceful_timeout)
+            except AdapterError:
+                pass
+        if self.dead is None:
+            self.dead = ImplementationCrashed(f"remote agent {self.label}: connection closed")
+        self._stop_agent(graceful_timeout)
+        pump = self._pump
+        if pump is not None and pump is not threading.current_thread():
+            pump.join(1.0)
+        self._t.close()
+        if self._stderr is not None:
+            self._stderr.close()
+
+    # ---- reading ---------------------------------------------------------------------------
+    def _await(self, rid: int, method: str, deadline: float, timeout: float) -> dict[str, Any]:
+        mu = self._mu
+        while True:
+            with mu:
+                while True:
+                    msg = self._responses.pop(rid, None)
+                    if msg is not None:
+                        return msg
+                    if self.dead is not None:
+                        self._outstanding.pop(rid, None)
+                        raise self._after_death(method)
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    if not self._reading:
+                        self._reading = True
+                        break
+                    self._waiters += 1
+                    try:
+                        self._cv.wait(remaining)
+                    finally:
+                        self._waiters -= 1
+            if remaining <= 0:
+                raise self._hung(method, timeout)
+            kind, payload = self._read_one(deadline, rid, method, soft=False)
+            if kind == "mine":
+                assert isinstance(payload, dict)
+                return payload
+            if kind == "note" and payload is not None:
+                started = time.monotonic()
+                _run(payload)
+                # Time spent in the caller's own callback is not the agent's fault.
+                deadline += time.monotonic() - started
+
+    def _read_one(self, deadline: float, rid: int | None, method: str | None, soft: bool) -> tuple[str, Any]:
+        """Read one message holding the reader role; always gives the role back."""
+        released = False
+        try:
+            try:
+                line = self._reader.read_line(deadline)
+            except StreamTimeout:
+                if soft:
+                    return "none", None
+                self._release()
+                released = True
+                raise self._hung(method or "?", None) from None
+            except StreamClosed:
+                self._release()
+                released = True
+                raise self._crashed(f"while waiting for the answer to {method}" if method else "between calls") \
+                    from None
+            except LineTooLong as exc:
+                self._release()
+                released = True
+                raise self._fatal("PROTO-2", str(exc)) from None
+            return self._classify(line, rid)
+        except _Fatal as exc:
+            if not released:
+                self._release()
+                released = True
+            raise self._die(exc.error) from None
+        finally:
+            if not released:
+                self._release()
+
+    def _release(self) -> None:
+        with self._mu:
+            self._reading = False
+            if self._waiters:
+                self._cv.notify_all()
+
+    def _classify(self, line: bytes, rid: int | None) -> tuple[str, Any]:
+        try:
+            msg = loads(line)
+        except ValueError:
+            raise _Fatal(self._record_fatal("PROTO-1", f"not JSON: {line[:120]!r}")) from None
+        if type(msg) is not dict or msg.get("jsonrpc") != p.JSONRPC:
+            raise _Fatal(self._record_fatal("PROTO-1", f"not a JSON-RPC 2.0 object: {line[:120]!r}"))
+        if "method" in msg:
+            method = msg["method"]
+            if "id" in msg:
+                self.violate("PROTO-10", f"the agent sent a request ({method!r}); v1 agents only notify")
+                return "other", None
+            sink = self.sink
+            if sink is None:
+                self.violate("PROTO-5", f"notification {method!r} arrived outside a session")
+                return "other", None
+            return "note", sink.prepare_notification(method, msg.get("params"))
+        mid = msg.get("id")
+        if ("result" in msg or "error" in msg) and type(mid) is int:
+            with self._mu:
+                if mid in self._outstanding:
+                    del self._outstanding[mid]
+                    if mid == rid:
+                        return "mine", msg
+                    self._responses[mid] = msg
+                    self._cv.notify_all()
+                    return "other", None
+            raise _Fatal(self._record_fatal("PROTO-3", f"response with id {mid!r}, which no open request has"))
+        if "result" in msg or "error" in msg:
+            if mid is None and "error" in msg:
+                err = msg["error"]
+                raise _Fatal(self._record_fatal(
+                    "PROTO-3", f"the agent rejected a message as unreadable: {err!r}"
+                ))
+            raise _Fatal(self._record_fatal("PROTO-3", f"response with id {mid!r}, which no open request has"))
+        raise _Fatal(self._record_fatal("PROTO-1", f"neither request, response nor notification: {line[:120]!r}"))
+
+    def _pump_loop(self) -> None:
+        last = -1
+        while True:
+            with self._mu:
+                while True:
+                    if self.dead is not None or self._closing:
+                        self._pump = None
+                        return
+                    if self._expected > 0 and not self._reading and self._activity == last:
+                        break
+                    last = self._activity
+                    self._pump_cv.wait(PUMP_QUIET_S if self._expected > 0 else None)
+                self._reading = True
+            try:
+                kind, payload = self._read_one(time.monotonic() + PUMP_POLL_S, None, None, soft=True)
+            except AdapterError:
+                continue  # recorded as the connection's death; the loop ends above
+            if kind == "note" and payload is not None:
+                _run(payload)
+            last = -1 if kind != "none" else self._activity
+
+    # ---- failure ---------------------------------------------------------------------------
+    def _record_fatal(self, requirement: str, message: str) -> AdapterError:
+        self.tainted = True
+        if len(self.violations) < MAX_RECORDED_VIOLATIONS:
+            self.violations.append(Violation(requirement, message, "implementation", self.last_call))
+        self._violation_count += 1
+        return ImplementationCrashed(
+            f"remote agent {self.label} broke {requirement} ({p.PROTO[requirement]}): {message}; "
+            f"stream unusable, agent stopped"
+        )
+
+    def _fatal(self, requirement: str, message: str) -> AdapterError:
+        return self._die(self._record_fatal(requirement, message))
+
+    def _die(self, error: AdapterError) -> AdapterError:
+        with self._mu:
+            first = self.dead is None
+            if first:
+                self.dead = error
+            self._cv.notify_all()
+            self._pump_cv.notify_all()
+        if first:
+            self._stop_agent(0.0)
+        return error if first else self._after_death(self.last_call or "?")
+
+    def _crashed(self, when: str) -> AdapterError:
+        if self.dead is not None:
+            return self._after_death(self.last_call or "?")
+        return self._die(ImplementationCrashed(self._diagnose(when)))
+
+    def _hung(self, method: str, timeout: float | None) -> AdapterError:
+        if self.dead is not None:
+            return self._after_death(method)
+        limit = f" within {timeout * 1000:.0f} ms" if timeout is not None else " in time"
+        self._die(ImplementationCrashed(f"remote agent {self.label} was stopped after it hung in {method}"))
+        return ImplementationHung(f"remote agent {self.label} did not answer {method}{limit} (PROTO-8); agent stopped")
+
+    def _after_death(self, method: str) -> AdapterError:
+        dead = self.dead
+        if isinstance(dead, ImplementationHung):
+            return ImplementationHung(str(dead))
+        return ImplementationCrashed(f"{dead} (call {method} not sent)" if dead else f"call {method} failed")
+
+    def _diagnose(self, when: str) -> str:
+        what = "closed its stream"
+        proc = self.process
+        if proc is not None:
+            try:
+                rc = proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                rc = None
+            if rc is None:
+                what = "closed its stream but kept running (killed)"
+            elif rc < 0:
+                try:
+                    name = signal.Signals(-rc).name
+                except ValueError:
+                    name = "unknown signal"
+                what = f"was killed by signal {-rc} ({name})"
+            else:
+                what = f"exited with code {rc}"
+        last = f"; last call: {self.last_call}" if self.last_call else ""
+        return f"remote agent {self.label} {what} {when} (PROTO-9){last}{self._stderr_tail()}"
+
+    def _stderr_tail(self, limit: int = 800) -> str:
+        f = self._stderr
+        if f is None:
+            return ""
+        try:
+            f.flush()
+            size = f.seek(0, 2)
+            f.seek(max(0, size - limit))
+            tail = f.read().decode("utf-8", "replace").strip()
+        except (OSError, ValueError):
+            return ""
+        return f"; agent stderr: ...{tail}" if tail else ""
+
+    def _stop_agent(self, graceful_timeout: float) -> None:
+        proc = self.process
+        if proc is None:
+            self._t.shutdown()
+            return
+        if graceful_timeout > 0:
+            try:
+                proc.wait(timeout=graceful_timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+        try:
+            proc.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a process SIGKILL cannot stop
+            pass
+
+
+def _run(thunk: Thunk) -> None:
+    thunk()
+
+
+_EXCEPTIONS: dict[str, type[Exception]] = {"ValueError": ValueError, "TypeError": TypeError}
+
+
+def _result(msg: dict[str, Any], method: str) -> Any:
+    if "error" not in msg:
+        return msg.get("result")
+    err = msg["error"]
+    if not isinstance(err, dict):
+        raise ImplementationCrashed(f"remote agent answered {method} with a malformed error (PROTO-11): {err!r}")
+    code, message, data = err.get("code"), str(err.get("message", "")), err.get("data")
+    if code in (p.METHOD_NOT_FOUND, p.UNSUPPORTED):
+        raise Unsupported(message or method)
+    if code == p.IMPLEMENTATION_CRASHED:
+        raise ImplementationCrashed(message)
+    if code == p.IMPLEMENTATION_HUNG:
+        raise ImplementationHung(message)
+    if code == p.INVALID_PARAMS:
+        exc_name = data.get("exception") if isinstance(data, dict) else None
+        raise _EXCEPTIONS.get(str(exc_name), ValueError)(message)
+    raise AdapterError(f"remote {method} failed with JSON-RPC error {code}: {message}")
