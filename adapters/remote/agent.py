@@ -35,11 +35,27 @@ Factory = Callable[[dict[str, str]], Any]
 SPIN_S = 0.0002  # busy-wait for the next request before sleeping (see LineReader._spin)
 
 
+class Tracer:
+    """``--trace FILE``: every line in ("> ") and out ("< "), for debugging and transcripts."""
+
+    def __init__(self, path: str | None) -> None:
+        self._file = open(path, "ab") if path else None  # kept open for the life of the agent
+        self._lock = threading.Lock()
+
+    def __call__(self, direction: bytes, line: bytes) -> None:
+        if self._file is None:
+            return
+        with self._lock:
+            self._file.write(direction + line.rstrip(b"\n") + b"\n")
+            self._file.flush()
+
+
 class Writer:
     """Serialised, whole-line writes (callbacks arrive from the implementation's threads)."""
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, trace: Tracer) -> None:
         self._t = transport
+        self._trace = trace
         self._lock = threading.Lock()
         self.broken = False
 
@@ -48,6 +64,7 @@ class Writer:
         with self._lock:
             if self.broken:
                 return
+            self._trace(b"< ", data)
             try:
                 self._t.write_all(data, None)
             except StreamClosed:
@@ -75,7 +92,8 @@ class Server:
     """Serves requests from one connection, one session at a time."""
 
     def __init__(self, factory: Factory, base_options: Mapping[str, str], adapter_name: str,
-                 max_message_bytes: int) -> None:
+                 max_message_bytes: int, trace: Tracer | None = None) -> None:
+        self.trace = trace or Tracer(None)
         self.factory = factory
         self.base_options = dict(base_options)
         self.adapter_name = adapter_name
@@ -84,7 +102,7 @@ class Server:
     def serve(self, transport: Transport) -> None:
         """Answer requests until EOF, ``shutdown``, or an unreadable stream."""
         reader = LineReader(transport, self.max_bytes, SPIN_S)
-        writer = Writer(transport)
+        writer = Writer(transport, self.trace)
         session: Session | None = None
         try:
             while True:
@@ -98,6 +116,7 @@ class Server:
                     return
                 if not line.strip():
                     continue
+                self.trace(b"> ", line)
                 session, stop = self._handle(line, session, writer)
                 if stop:
                     return
@@ -268,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-remote", action="store_true", help="allow binding to a non-loopback address")
     parser.add_argument("--once", action="store_true", help="tcp: serve one connection, then exit")
     parser.add_argument("--max-message-bytes", type=int, default=p.DEFAULT_MAX_MESSAGE_BYTES)
+    parser.add_argument("--trace", metavar="FILE", help="append every protocol line to FILE")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         options = _options(args.option)
@@ -278,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ImportError, AttributeError) as exc:
         print(f"{AGENT_NAME}: {exc}", file=sys.stderr)
         return 2
-    server = Server(factory, options, args.adapter, args.max_message_bytes)
+    server = Server(factory, options, args.adapter, args.max_message_bytes, Tracer(args.trace))
     try:
         if listen is None:
             serve_stdio(server)
