@@ -105,10 +105,17 @@ class RunOutcome:
     results: list[Any]
 
 
-def pytest_args(args: argparse.Namespace, paths: Sequence[Path]) -> list[str]:
-    from conformance.pytest_plugin import plugin_args
+def plugin_objects() -> list[object]:
+    """The plugin module for pytest.main(plugins=...), unless its entry point loads it anyway."""
+    from conformance import pytest_plugin
 
-    argv = [*plugin_args(), "-p", "no:cacheprovider", "-q", "--adapter", args.adapter,
+    return [] if pytest_plugin.entry_point_installed() else [pytest_plugin]
+
+
+def pytest_args(args: argparse.Namespace, paths: Sequence[Path]) -> list[str]:
+    # Scenario runs need neither pytest's cache, assertion rewriting nor Hypothesis' plugin;
+    # skipping them saves seconds of start-up (Hypothesis imports itself at session end).
+    argv = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--assert=plain", "-q", "--adapter", args.adapter,
             "--report-dir", str(args.report_dir)]
     for pair in args.adapter_option:
         argv += ["--adapter-option", pair]
@@ -165,37 +172,38 @@ def print_summary(results: Sequence[Any], strict: bool, elapsed: float, report_d
 
 
 def execute_run(args: argparse.Namespace, out: TextIO) -> RunOutcome:
-    """Validate inputs, run pytest in-process with the plugin, grade the results."""
+    """Check the inputs, run pytest in-process with the plugin, grade the results.
+
+    The corpus is loaded once, by pytest's collection: a load error there is a collection
+    error, which pytest reports with its location and which maps to exit code 2.
+    """
     import pytest
 
     from conformance.reports.jsonl import RESULTS_NAME, read_results
-    from conformance.scenario.loader import validate_paths
 
     paths = corpus_paths(args.paths)
-    parse_options(args.adapter_option)
+    options = parse_options(args.adapter_option)
     if args.workers is not None and args.workers != "auto" and not str(args.workers).isdigit():
         raise UsageError(f"-n expects a number of workers or 'auto', got {args.workers!r}")
     if args.scenario_timeout_ms is not None and args.scenario_timeout_ms <= 0:
         raise UsageError("--scenario-timeout-ms must be positive")
-    check_adapter(args.adapter, parse_options(args.adapter_option))
-    errors = validate_paths(paths)
-    if errors:
-        print_load_errors(errors, sys.stderr)
-        raise UsageError(f"{len(errors)} scenario load error(s)")
+    check_adapter(args.adapter, options)
     report_dir = Path(args.report_dir).resolve()
     args.report_dir = report_dir
+    results_path = report_dir / RESULTS_NAME
     started = time.perf_counter()
-    code = int(pytest.main(pytest_args(args, paths)))
+    code = int(pytest.main(pytest_args(args, paths), plugins=plugin_objects()))
     elapsed = time.perf_counter() - started
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
         raise UsageError("no scenario selected")
     if code == pytest.ExitCode.USAGE_ERROR:
-        raise UsageError("pytest rejected the arguments (see above)")
+        raise UsageError("invalid arguments (see above)")
     if code == pytest.ExitCode.INTERRUPTED:
+        print("sspi-conformance: run interrupted (scenario load errors are listed above)", file=sys.stderr)
         return RunOutcome(EXIT_USAGE, [])
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         return RunOutcome(EXIT_INTERNAL, [])
-    results = read_results(report_dir / RESULTS_NAME)
+    results = read_results(results_path)
     print_summary(results, args.strict, elapsed, report_dir, out)
     if not results:
         print("sspi-conformance: no result recorded", file=sys.stderr)
@@ -314,7 +322,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"sspi-conformance serve: the remote agent ({AGENT_MODULE}) is not available", file=sys.stderr)
         return EXIT_USAGE
     agent = importlib.import_module(AGENT_MODULE)
-    code = agent.main(list(args.agent_args))
+    try:
+        code = agent.main(list(args.agent_args))
+    except SystemExit as exc:  # the agent's argparse: --help or a usage error
+        code = exc.code if isinstance(exc.code, int) else EXIT_USAGE
     return int(code or 0)
 
 

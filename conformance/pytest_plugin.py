@@ -319,6 +319,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # Single process: runs after deselection, before any item runs.
     if is_worker(session.config):
         return
+    if session.testsfailed and not session.config.getoption("continue_on_collection_errors"):
+        return  # pytest stops before running anything: keep the previous results
     if any(isinstance(item, ScenarioItem) for item in session.items):
         _prepare(settings_of(session.config))
 
