@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -92,23 +93,21 @@ _ON_SET, _ON_CLEAR = _column(Event.SET_CALLBACK), _column(Event.CLEAR_CALLBACK)
 _ON_QUEUE = {event: _column(event) for event in (Event.QUEUE, Event.QUEUE_SILENT_DELETE, Event.QUEUE_SILENT)}
 _ON_REINIT, _ON_FREE, _ON_READ = _column(Event.REINIT), _column(Event.FREE), _column(Event.READ)
 _E_QUEUE = Event.QUEUE
+_Q_NOTIFY, _Q_SILENT_DELETE, _Q_SILENT = (_ON_QUEUE[e] for e in (Event.QUEUE, Event.QUEUE_SILENT_DELETE,
+                                                                Event.QUEUE_SILENT))
+_STATUSES = COMPLETION_STATUSES
+_monotonic = time.monotonic
+_first = operator.itemgetter(0)
+_get_ident = threading.get_ident
 
 
-class _Call:
-    """One accepted (or being queued) async operation on a context."""
-
-    __slots__ = ("callbacks", "cancelled", "checked", "controlled", "data", "notify", "op", "outputs", "seq")
-
-    def __init__(self, op: str, outputs: CallOutputs | None, notify: bool, data: Any, seq: int) -> None:
-        self.op = op
-        self.outputs = outputs
-        self.notify = notify  # a callback is owed for it
-        self.data = data  # the callback data the callback must deliver
-        self.seq = seq
-        self.callbacks = 0
-        self.cancelled = False  # freed before completion: the callback must not come (OQ-12)
-        self.checked = False  # completion checks done
-        self.controlled = False  # CompletionControl said it completed
+# One accepted (or being queued) async operation.  A plain list indexed by the constants
+# below: allocating it costs a quarter of a slotted object, and one is made per queue call.
+_Call = list  # [op, outputs, notify, data, seq, callbacks, cancelled, checked, controlled]
+_OP, _OUTPUTS, _NOTIFY, _DATA, _SEQ, _CALLBACKS, _CANCELLED, _CHECKED, _CONTROLLED = range(9)
+# _NOTIFY: a callback is owed for it; _DATA: what the callback must deliver; _CANCELLED: freed
+# before completion, so the callback must not come (OQ-12); _CHECKED: completion checks done;
+# _CONTROLLED: CompletionControl said it completed.
 
 
 class _Shadow:
@@ -117,12 +116,13 @@ class _Shadow:
     __slots__ = (
         "call",
         "callbacks",
+        "custom",
         "final",
         "freeing",
         "handle",
         "in_callback",
-        "label",
         "last_queue_failed",
+        "number",
         "older",
         "reg",
         "reinit_since_reg",
@@ -130,14 +130,15 @@ class _Shadow:
         "tentative",
     )
 
-    def __init__(self, handle: Handle, label: str) -> None:
+    def __init__(self, handle: Handle, number: int) -> None:
         self.handle = handle
-        self.label = label
+        self.number = number  # default label "actx<number>", formatted only when shown
+        self.custom: str | None = None  # label given with ContractMonitor.name()
         self.state = _IDLE
         self.reg: tuple[Callback, Any] | None = None  # (user callback, data) registered
         self.reinit_since_reg = False
         self.call: _Call | None = None  # the latest accepted call
-        self.older: list[_Call] = []  # earlier calls whose callback is still owed
+        self.older: list[_Call] = _NO_CALLS  # earlier calls whose callback is still owed (rare)
         self.tentative: _Call | None = None  # a queue call in progress (inline completion)
         self.final: int | None = None  # final status observed for the latest call
         self.callbacks = 0
@@ -145,9 +146,16 @@ class _Shadow:
         self.freeing: int | None = None  # thread id inside SspiFreeAsyncContext
         self.in_callback: int | None = None  # thread id running the user callback
 
+    @property
+    def label(self) -> str:
+        return self.custom if self.custom is not None else f"actx{self.number}"
+
+
+_NO_CALLS: list[_Call] = []  # shared empty list; replaced, never appended to
+
 
 def _owed(call: _Call | None) -> bool:
-    return call is not None and call.notify and call.callbacks == 0 and not call.cancelled
+    return call is not None and call[_NOTIFY] and call[_CALLBACKS] == 0 and not call[_CANCELLED]
 
 
 class _MonitoredControl(CompletionControl):
@@ -163,6 +171,8 @@ class _MonitoredControl(CompletionControl):
 
     def set_mode(self, mode: str) -> None:
         self._monitor._note("set_mode", mode)
+        if mode == "threaded":
+            self._monitor._concurrent = True  # never reset: workers may still be completing
         self._inner.set_mode(mode)
 
     def pending(self) -> list[Handle]:
@@ -170,10 +180,16 @@ class _MonitoredControl(CompletionControl):
 
     def complete(self, ctx: Handle) -> bool:
         monitor = self._monitor
-        monitor._event("complete", "complete", monitor._lookup(ctx) or ctx, None, None)
+        sh = monitor._live.get(ctx) if ctx is not None else None
+        monitor._append((next(monitor._seq), _monotonic(), None, "complete", "complete",
+                         sh if sh is not None else ctx, None, None, ""))
         done = self._inner.complete(ctx)
-        if done:
-            monitor._completed_by_control((ctx,))
+        if done and sh is not None:
+            call = sh.call
+            if call is not None and not call[_CONTROLLED] and call[_CALLBACKS] and not sh.older:
+                call[_CONTROLLED] = True  # the usual case: its callback arrived during complete()
+            else:
+                monitor._completed_by_control((ctx,))
         return done
 
     def complete_all(self) -> int:
@@ -200,23 +216,32 @@ class ContractMonitor(Adapter):
     def __init__(self, inner: Adapter, *, trace_limit: int | None = None) -> None:
         self.inner = inner
         self._lock = threading.Lock()
+        self._home_thread = _get_ident()
         self._seq = itertools.count(1)
         self._t0 = time.monotonic()
         self._raw: collections.deque[tuple[Any, ...]] | list[tuple[Any, ...]]
         self._raw = collections.deque(maxlen=trace_limit) if trace_limit else []
+        self._append = self._raw.append
         self._live: dict[Handle, _Shadow] = {}
-        self._freed: dict[Handle, _Shadow] = {}
+        # OrderedDict: evicting the oldest entry of a plain dict again and again gets slower
+        # and slower (iteration skips the deleted slots at its front).
+        self._freed: collections.OrderedDict[Handle, _Shadow] = collections.OrderedDict()
         self._labels: dict[Any, str] = {}
         self._actx_count = itertools.count(1)
         self._found: list[tuple[str, str, str, str | None, int | None]] = []
         self._reported: list[ViolationRecord] = []
         inner_control = inner.control
         self._control = _MonitoredControl(self, inner_control) if inner_control is not None else None
+        # Without completion control, or in threaded mode, callbacks race with the caller and
+        # every shadow update takes the lock; in inline and deferred modes callbacks run on the
+        # caller's thread and the lock is skipped on the hot paths (it costs as much as a
+        # simulator call).  A callback arriving on a foreign thread switches locking on for good.
+        self._concurrent = inner_control is None or inner_control.mode == "threaded"
 
     # ---- trace and violations ----------------------------------------------------------------
     def _event(self, kind: str, op: str, ctx: Any, args: Any, status: int | None, detail: str = "") -> int:
         seq = next(self._seq)
-        self._raw.append((seq, time.monotonic(), threading.get_ident(), kind, op, ctx, args, status, detail))
+        self._append((seq, _monotonic(), _get_ident(), kind, op, ctx, args, status, detail))
         return seq
 
     def _note(self, op: str, detail: str) -> None:
@@ -239,9 +264,11 @@ class ContractMonitor(Adapter):
         """The trace so far (the last ``trace_limit`` events when a limit was set)."""
         with self._lock:
             raw = list(self._raw)
-        t0 = self._t0
+        raw.sort(key=_first)
+        t0, home = self._t0, self._home_thread
         return [
-            TraceEvent(seq, t - t0, thread, kind, op, self._label(ctx), self._args(op, args), status, detail)
+            TraceEvent(seq, t - t0, home if thread is None else thread, kind, op, self._label(ctx),
+                       self._args(op, args), status, detail)
             for seq, t, thread, kind, op, ctx, args, status, detail in raw
         ]
 
@@ -269,9 +296,9 @@ class ContractMonitor(Adapter):
     def name(self, handle: Handle, label: str) -> None:
         """Use ``label`` for ``handle`` in the trace and in messages."""
         with self._lock:
-            sh = self._live.get(handle)
+            sh = self._lookup(handle)
             if sh is not None:
-                sh.label = label
+                sh.custom = label
             self._labels[handle] = label
 
     def callback_count(self, ctx: Handle) -> int:
@@ -295,11 +322,11 @@ class ContractMonitor(Adapter):
         with self._lock:
             for sh, call in self._owed_locked():
                 if sh.handle in still_queued:
-                    self._event("note", call.op, sh, None, None, "still queued at the end (never completed)")
+                    self._event("note", call[_OP], sh, None, None, "still queued at the end (never completed)")
                     continue
-                call.cancelled = True  # flag once
-                self._flag("OQ-13", f"the callback for {call.op} on {sh.label} never arrived", _IMPL, call.op,
-                           call.seq)
+                call[_CANCELLED] = True  # flag once
+                self._flag("OQ-13", f"the callback for {call[_OP]} on {sh.label} never arrived", _IMPL, call[_OP],
+                           call[_SEQ])
         self._drain_inner()
 
     def _owed_calls(self) -> bool:
@@ -371,11 +398,24 @@ class ContractMonitor(Adapter):
     # ---- async context management ---------------------------------------------------------------
     def create_async_context(self) -> Handle | None:
         handle = self.inner.create_async_context()
-        with self._lock:
+        conc = self._concurrent
+        if conc:
+            self._lock.acquire()
+        try:
+            live = self._live
+            if handle is not None and handle not in live:
+                sh = _Shadow(handle, next(self._actx_count))
+                live[handle] = sh
+                if self._freed:
+                    self._freed.pop(handle, None)
+                self._append((next(self._seq), _monotonic(), _get_ident() if conc else None, "return",
+                              "create_async_context", sh,
+                              None, None, ""))
+                return handle
             if handle is None:
                 self._event("return", "create_async_context", None, None, None, "NULL (out of memory, CTX-2)")
                 return None
-            sh = _Shadow(handle, f"actx{next(self._actx_count)}")
+            sh = _Shadow(handle, next(self._actx_count))
             seq = self._event("return", "create_async_context", sh, None, None)
             old = self._live.get(handle)
             if old is not None:
@@ -383,6 +423,9 @@ class ContractMonitor(Adapter):
                            "create_async_context", seq)
             self._freed.pop(handle, None)
             self._live[handle] = sh
+        finally:
+            if conc:
+                self._lock.release()
         return handle
 
     def _lookup(self, ctx: Any) -> _Shadow | None:
@@ -393,43 +436,67 @@ class ContractMonitor(Adapter):
             return None
 
     def free_async_context(self, ctx: Handle | None) -> None:
-        tid = threading.get_ident()
-        with self._lock:
-            sh = self._lookup(ctx)
-            seq = self._event("call", "free_async_context", sh if sh is not None else ctx, None, None)
-            if sh is not None:
-                self._before_free(sh, seq, tid)
-            elif ctx is not None:
-                self._flag("FREE-1", f"SspiFreeAsyncContext on {self._handle_label(ctx)}, not an async context",
-                           _CALLER, "free_async_context", seq)
+        tid = _get_ident() if self._concurrent else self._home_thread
+        conc = self._concurrent
+        if conc:
+            self._lock.acquire()
         try:
-            self.inner.free_async_context(ctx)  # NULL is a no-op (FREE-2)
+            sh = self._live.get(ctx) if ctx is not None else None
+            if sh is not None and (sh.state is _DONE or sh.state is _IDLE) and not sh.older and not (
+                (call := sh.call) is not None and call[_NOTIFY] and not call[_CALLBACKS] and not call[_CANCELLED]
+            ):
+                # The usual case: nothing outstanding, the free is legal.
+                sh.state = _FREED
+                del self._live[ctx]
+                freed = self._freed
+                freed[ctx] = sh
+                if len(freed) > _FREED_MEMORY:
+                    freed.popitem(last=False)
+                self._append((next(self._seq), _monotonic(), tid, "call", "free_async_context", sh, None, None, ""))
+                sh = None
+            else:
+                sh = self._free_slow(ctx, tid)
         finally:
-            if sh is not None:
-                sh.freeing = None
+            if conc:
+                self._lock.release()
+        self.inner.free_async_context(ctx)  # NULL is a no-op (FREE-2)
+        if sh is not None:
+            sh.freeing = None
+
+    def _free_slow(self, ctx: Handle | None, tid: int) -> _Shadow | None:
+        """Misuse, zombies and unknown handles; returns the shadow whose ``freeing`` was set."""
+        sh = self._lookup(ctx)
+        seq = self._event("call", "free_async_context", sh if sh is not None else ctx, None, None)
+        if sh is not None:
+            self._before_free(sh, seq, tid)
+        elif ctx is not None:
+            self._flag("FREE-1", f"SspiFreeAsyncContext on {self._handle_label(ctx)}, not an async context",
+                       _CALLER, "free_async_context", seq)
+        return sh
 
     def _before_free(self, sh: _Shadow, seq: int, tid: int) -> None:
         rule = _ON_FREE[sh.state]
         self._caller_misuse(rule, sh, "free_async_context", seq)
         call = sh.call
         if sh.state is _PN and call is not None:
-            call.cancelled = True  # OQ-12: the callback must not run any more
+            call[_CANCELLED] = True  # OQ-12: the callback must not run any more
         elif _owed(call) and sh.in_callback is None:
             assert call is not None
             # Status already final but the callback has not run yet: FREE-3 forbids this too.
             self._flag("FREE-3", f"{sh.label} freed before its callback was invoked", _CALLER,
                        "free_async_context", seq)
-            call.cancelled = True
+            call[_CANCELLED] = True
         for older in sh.older:
-            older.cancelled = True
+            older[_CANCELLED] = True
         if rule.accept:
+            if sh.state is _PN:
+                sh.freeing = tid  # a callback run from inside this free is a callback after free
             sh.state = rule.next
-            sh.freeing = tid
             if self._live.get(sh.handle) is sh:
                 del self._live[sh.handle]
                 self._freed[sh.handle] = sh
                 if len(self._freed) > _FREED_MEMORY:
-                    del self._freed[next(iter(self._freed))]
+                    self._freed.popitem(last=False)
 
     def reinit_async_context(self, ctx: Handle | None) -> int:
         with self._lock:
@@ -469,7 +536,7 @@ class ContractMonitor(Adapter):
         call = sh.call
         if _owed(call):
             assert call is not None
-            sh.older.append(call)  # reinit before the callback arrived: it is still owed
+            sh.older = [*sh.older, call]  # reinit before the callback arrived: it is still owed
         sh.state = _IDLE
         sh.final = None
         sh.call = None
@@ -479,14 +546,33 @@ class ContractMonitor(Adapter):
     def set_async_notify_callback(
         self, ctx: Handle | None, callback: Callback | None, data: Any = None
     ) -> int:
-        with self._lock:
-            sh = self._lookup(ctx)
+        conc = self._concurrent
+        if conc:
+            self._lock.acquire()
+        try:
+            sh = self._live.get(ctx) if ctx is not None else None
+            fast = sh is not None and callback is not None and (sh.state is _IDLE or sh.state is _DONE)
+            if not fast:
+                sh = self._lookup(ctx)
             if sh is not None:
                 rule = (_ON_SET if callback is not None else _ON_CLEAR)[sh.state]
                 unsettled = _owed(sh.call)
+        finally:
+            if conc:
+                self._lock.release()
         hook = self._hook(sh, callback) if (callback is not None and sh is not None) else callback
         result = self.inner.set_async_notify_callback(ctx, hook, data)
-        with self._lock:
+        conc = self._concurrent
+        if conc:
+            self._lock.acquire()
+        try:
+            if fast and result == _OK:
+                assert sh is not None
+                sh.reg = (callback, data)  # type: ignore[assignment]
+                sh.reinit_since_reg = False
+                self._append((next(self._seq), _monotonic(), _get_ident() if conc else None, "return",
+                              "set_async_notify_callback", sh, (callback, data), result, ""))
+                return result
             seq = self._event("return", "set_async_notify_callback", sh if sh is not None else ctx,
                               (callback, data), result)
             if sh is None:
@@ -514,9 +600,12 @@ class ContractMonitor(Adapter):
                         call = sh.call
                         if _owed(call):
                             assert call is not None
-                            call.data = data
+                            call[_DATA] = data
                         elif call is not None and callback is None:
-                            call.notify = False
+                            call[_NOTIFY] = False
+        finally:
+            if conc:
+                self._lock.release()
         return result
 
     @staticmethod
@@ -548,7 +637,15 @@ class ContractMonitor(Adapter):
 
     def get_async_call_status(self, ctx: Handle | None) -> int:
         result = self.inner.get_async_call_status(ctx)
-        with self._lock:
+        conc = self._concurrent
+        if conc:
+            self._lock.acquire()
+        try:
+            sh = self._live.get(ctx) if ctx is not None else None
+            if sh is not None and sh.state is _DONE and sh.final == result:
+                self._append((next(self._seq), _monotonic(), _get_ident() if conc else None, "status",
+                              "get_async_call_status", sh, None, result, ""))
+                return result
             sh = self._lookup(ctx)
             seq = self._event("status", "get_async_call_status", sh if sh is not None else ctx, None, result)
             if sh is None:
@@ -556,6 +653,9 @@ class ContractMonitor(Adapter):
                            "get_async_call_status", seq)
             else:
                 self._check_read(sh, result, seq)
+        finally:
+            if conc:
+                self._lock.release()
         return result
 
     def _check_read(self, sh: _Shadow, result: int, seq: int) -> None:
@@ -571,8 +671,8 @@ class ContractMonitor(Adapter):
                 sh.final = result
                 if call is not None:
                     self._check_completion(sh, call, result, seq)
-            elif call is not None and call.controlled:
-                self._flag("CTX-8", f"{sh.label} still reads PENDING after its {call.op} completed", _IMPL,
+            elif call is not None and call[_CONTROLLED]:
+                self._flag("CTX-8", f"{sh.label} still reads PENDING after its {call[_OP]} completed", _IMPL,
                            "get_async_call_status", seq)
         elif state is _DONE:
             if sh.final is None:
@@ -589,15 +689,15 @@ class ContractMonitor(Adapter):
 
     def _check_completion(self, sh: _Shadow, call: _Call, status: int, seq: int) -> None:
         """Checks made once per call, when its completion is first observed."""
-        if call.checked:
+        if call[_CHECKED]:
             return
-        call.checked = True
-        op = call.op
+        call[_CHECKED] = True
+        op = call[_OP]
         requirement, allowed = COMPLETION_STATUSES[op]
         if status not in allowed and status != _PENDING:
             self._flag(requirement, f"{op} on {sh.label} completed with {st.describe(status)}, which it does "
                        "not document", _IMPL, op, seq)
-        outputs = call.outputs
+        outputs = call[_OUTPUTS]
         if outputs is not None and op in _WRITES_OUTPUTS:
             if status == _OK and not outputs.written:
                 self._flag("GEN-10", f"{op} on {sh.label} completed with SEC_E_OK without writing its outputs",
@@ -611,13 +711,42 @@ class ContractMonitor(Adapter):
         """The callback registered with the implementation for ``sh``: checks, then forwards."""
         inner_status = self.inner.get_async_call_status
         lock = self._lock
+        monitor = self
+        home = self._home_thread
 
         def monitored_callback(actx: Any, data: Any) -> None:
-            tid = threading.get_ident()
+            tid = _get_ident()
+            if tid != home and not monitor._concurrent:
+                # A callback on another thread: from now on every update takes the lock.
+                monitor._concurrent = True
             readable = sh.state not in _DEAD and sh.freeing is None
             status = inner_status(sh.handle) if readable else None
-            with lock:
-                self._on_callback(sh, actx, data, status, tid)
+            conc = monitor._concurrent
+            if conc:
+                lock.acquire()
+            try:
+                call = sh.call
+                if (
+                    call is not None and call[_NOTIFY] and not call[_CALLBACKS] and not call[_CANCELLED]
+                    and not sh.older and actx is sh.handle and data is call[_DATA] and status is not None
+                    and status != _PENDING and status in _STATUSES[call[_OP]][1]
+                ):
+                    # The usual case: the one callback owed, right context and data, final status.
+                    call[_CALLBACKS] = 1
+                    sh.callbacks += 1
+                    if call[_OUTPUTS] is None:
+                        call[_CHECKED] = True
+                    else:
+                        monitor._check_completion(sh, call, status, call[_SEQ])
+                    sh.final = status
+                    if sh.state is _PN:
+                        sh.state = _DONE
+                    self._append((next(self._seq), _monotonic(), tid, "callback", call[_OP], sh, None, status, ""))
+                else:
+                    self._on_callback(sh, actx, data, status, tid)
+            finally:
+                if conc:
+                    lock.release()
             sh.in_callback = tid
             try:
                 user_callback(actx, data)
@@ -637,21 +766,21 @@ class ContractMonitor(Adapter):
             call = sh.call if _owed(sh.call) else None
         if call is None and _owed(sh.tentative):
             call = sh.tentative
-        op = call.op if call is not None else (sh.call.op if sh.call is not None else "")
+        op = call[_OP] if call is not None else (sh.call[_OP] if sh.call is not None else "")
         seq = self._event("callback", op, sh, None, status, "" if actx is sh.handle else "other context")
         if call is None:
             self._unexpected_callback(sh, seq, tid)
             return
-        call.callbacks = 1
-        if call in sh.older:
-            sh.older.remove(call)
+        call[_CALLBACKS] = 1
+        if any(c is call for c in sh.older):
+            sh.older = [c for c in sh.older if c is not call]
         if actx is not sh.handle and actx != sh.handle:
             self._flag("CTX-10", f"the callback for {sh.label} received {self._label(self._lookup(actx) or actx)}",
                        _IMPL, op, seq)
-        if data is not call.data:
+        if data is not call[_DATA]:
             extra = " (the registration was made before a reinit)" if sh.reinit_since_reg else ""
             self._flag("NOTIFY-2", f"the callback for {sh.label} received data {data!r}, registered "
-                       f"{call.data!r}{extra}", _IMPL, op, seq)
+                       f"{call[_DATA]!r}{extra}", _IMPL, op, seq)
         if status == _PENDING:
             self._flag("NOTIFY-8", f"{sh.label} still reads PENDING inside its callback (callback before the "
                        "status was set)", _IMPL, op, seq)
@@ -665,15 +794,15 @@ class ContractMonitor(Adapter):
 
     def _unexpected_callback(self, sh: _Shadow, seq: int, tid: int) -> None:
         last = sh.call
-        if last is not None and last.notify and last.callbacks > 0:
-            last.callbacks += 1
-            self._flag("OQ-13", f"a second callback arrived for the {last.op} on {sh.label}", _IMPL, last.op, seq)
+        if last is not None and last[_NOTIFY] and last[_CALLBACKS] > 0:
+            last[_CALLBACKS] += 1
+            self._flag("OQ-13", f"a second callback arrived for the {last[_OP]} on {sh.label}", _IMPL, last[_OP], seq)
         elif sh.freeing is not None and sh.freeing != tid:
             # Completion raced with a (misusing) free on another thread: not attributable.
             self._event("note", "callback", sh, None, None, "callback raced with SspiFreeAsyncContext")
-        elif sh.state in _DEAD or (last is not None and last.cancelled):
+        elif sh.state in _DEAD or (last is not None and last[_CANCELLED]):
             self._flag("FREE-3", f"a callback ran for {sh.label} after it was freed (OQ-12)", _IMPL,
-                       last.op if last else None, seq)
+                       last[_OP] if last else None, seq)
         elif sh.last_queue_failed:
             self._flag("OQ-5", f"a callback arrived for {sh.label} whose queue call failed", _IMPL, None, seq)
         else:
@@ -687,13 +816,13 @@ class ContractMonitor(Adapter):
                 if sh is None:
                     continue
                 call = sh.call
-                if call is None or call.controlled:
+                if call is None or call[_CONTROLLED]:
                     continue
-                call.controlled = True
+                call[_CONTROLLED] = True
                 if _owed(call):
-                    call.cancelled = True  # flag once
-                    self._flag("OQ-13", f"{call.op} on {sh.label} completed without invoking its callback",
-                               _IMPL, call.op, call.seq)
+                    call[_CANCELLED] = True  # flag once
+                    self._flag("OQ-13", f"{call[_OP]} on {sh.label} completed without invoking its callback",
+                               _IMPL, call[_OP], call[_SEQ])
 
     # ---- queueing ------------------------------------------------------------------------------------
     def _queue(
@@ -703,34 +832,71 @@ class ContractMonitor(Adapter):
         is_delete: bool,
         outputs: CallOutputs | None,
         args: tuple[Any, ...],
-        forward: Callable[[], int],
+        forward: Callable[..., int],
+        fargs: tuple[Any, ...],
         caller_error: tuple[str, str] | None = None,
     ) -> int:
         lock = self._lock
-        with lock:
+        conc = self._concurrent
+        if conc:
+            lock.acquire()
+        try:
             sh = self._lookup(ctx)
-            seq = self._event("call", op, sh if sh is not None else ctx, args, None)
+            # The call event is appended after the call returns (one event instead of two when
+            # nothing happened in between); its number is taken now so that the trace, sorted by
+            # number, shows the call before any callback it triggered.
+            seq = next(self._seq)
+            start = _monotonic()
             call = None
             if sh is not None:
                 reg = sh.reg
-                event = queue_event(is_delete, reg is not None)
-                rule = _ON_QUEUE[event][sh.state]
-                call = _Call(op, outputs, event is _E_QUEUE, reg[1] if reg is not None else None, seq)
+                if reg is not None:
+                    event, rule = _E_QUEUE, _Q_NOTIFY[sh.state]
+                    call = [op, outputs, True, reg[1], seq, 0, False, False, False]
+                else:
+                    event = queue_event(is_delete, False)
+                    rule = (_Q_SILENT_DELETE if is_delete else _Q_SILENT)[sh.state]
+                    call = [op, outputs, False, None, seq, 0, False, False, False]
                 sh.tentative = call
+        finally:
+            if conc:
+                lock.release()
         if outputs is not None:
             outputs.written = False  # so that a write during queueing is visible (GEN-10)
         try:
-            result = forward()
+            result = forward(*fargs)
         except BaseException:
             if sh is not None:
-                with lock:
+                conc = self._concurrent
+                if conc:
+                    lock.acquire()
+                try:
                     sh.tentative = None
+                finally:
+                    if conc:
+                        lock.release()
             raise
-        with lock:
+        conc = self._concurrent
+        if conc:
+            lock.acquire()
+        try:
             if sh is not None:
                 # Cleared under the lock, together with the bookkeeping below, so that a callback
                 # arriving on another thread sees either the tentative call or the accepted one.
                 sh.tentative = None
+                if (
+                    result == _OK and rule.requirement is None and rule.accept and caller_error is None
+                    and call is not None and not call[_CALLBACKS] and not _owed(sh.call)
+                    and (outputs is None or not outputs.written)
+                ):
+                    # The usual case: a legal queue, accepted, not completed yet.
+                    sh.call = call
+                    sh.state = rule.next
+                    sh.final = None
+                    sh.last_queue_failed = False
+                    self._append((seq, start, _get_ident() if conc else None, "call", op, sh, args, result, ""))
+                    return result
+            self._append((seq, start, _get_ident(), "call", op, sh if sh is not None else ctx, args, None, ""))
             rseq = self._event("return", op, sh if sh is not None else ctx, None, result)
             if caller_error is not None:
                 self._flag(caller_error[0], caller_error[1], _CALLER, op, rseq)
@@ -755,17 +921,20 @@ class ContractMonitor(Adapter):
                     self._flag(req, f"{op} on {sh.label} ({sh.state.value}) was accepted; the contract requires "
                                f"a refusal: {rule.note}", _IMPL, op, rseq)
                     if event is Event.QUEUE_SILENT and sh.state in (_IDLE, _DONE):
-                        call.notify = False  # follow the implementation: it runs without a callback
+                        call[_NOTIFY] = False  # follow the implementation: it runs without a callback
                         sh.call, sh.state, sh.final = call, _PS, None
             elif result != _OK:
                 sh.last_queue_failed = True
-                if call.callbacks:
+                if call[_CALLBACKS]:
                     self._flag("OQ-5", f"{op} on {sh.label} failed to queue ({st.describe(result)}) but its "
                                "callback ran", _IMPL, op, rseq)
                 elif (rule.accept and event is _E_QUEUE and sh.reinit_since_reg
                       and result == st.SEC_E_INVALID_PARAMETER):
                     self._flag("NOTIFY-7", f"{op} on {sh.label} was refused as if no callback were registered; "
                                "the registration must survive SspiReinitAsyncContext", _IMPL, op, rseq)
+        finally:
+            if conc:
+                lock.release()
         return result
 
     def _accepted(self, sh: _Shadow, call: _Call, rule: Rule, seq: int) -> None:
@@ -773,15 +942,15 @@ class ContractMonitor(Adapter):
         previous = sh.call
         if _owed(previous) and previous is not call:
             assert previous is not None
-            sh.older.append(previous)
+            sh.older = [*sh.older, previous]
         sh.call = call
-        if not call.callbacks:  # else it completed inline: the callback already moved the state on
+        if not call[_CALLBACKS]:  # else it completed inline: the callback already moved the state on
             sh.state = rule.next
             sh.final = None
-            outputs = call.outputs
+            outputs = call[_OUTPUTS]
             if outputs is not None and outputs.written and self._deferred():
-                self._flag("GEN-10", f"{call.op} on {sh.label} wrote its outputs before completing (at queue "
-                           "time)", _IMPL, call.op, seq)
+                self._flag("GEN-10", f"{call[_OP]} on {sh.label} wrote its outputs before completing (at queue "
+                           "time)", _IMPL, call[_OP], seq)
 
     def _deferred(self) -> bool:
         control = self._control
@@ -801,9 +970,7 @@ class ContractMonitor(Adapter):
     ) -> int:
         return self._queue(
             _ACH, ctx, False, outputs, (principal, package, credential_use, auth_data),
-            lambda: self.inner.acquire_credentials_handle_async(
-                ctx, principal, package, credential_use, auth_data, outputs
-            ),
+            self.inner.acquire_credentials_handle_async, (ctx, principal, package, credential_use, auth_data, outputs),
         )
 
     def initialize_security_context_async(
@@ -828,6 +995,7 @@ class ContractMonitor(Adapter):
                 ctx, credential, context, target, context_req, input, outputs,
                 reserved1=reserved1, reserved2=reserved2, target_data_rep=target_data_rep,
             ),
+            (),
             error,
         )
 
@@ -847,16 +1015,17 @@ class ContractMonitor(Adapter):
             lambda: self.inner.accept_security_context_async(
                 ctx, credential, context, input, context_req, outputs, target_data_rep=target_data_rep
             ),
+            (),
         )
 
     def delete_security_context_async(self, ctx: Handle | None, context: Handle | None) -> int:
         return self._queue(
-            _DEL, ctx, True, None, (context,), lambda: self.inner.delete_security_context_async(ctx, context)
+            _DEL, ctx, True, None, (context,), self.inner.delete_security_context_async, (ctx, context)
         )
 
     def free_credentials_handle_async(self, ctx: Handle | None, credential: Handle | None) -> int:
         return self._queue(
-            _FCH, ctx, False, None, (credential,), lambda: self.inner.free_credentials_handle_async(ctx, credential)
+            _FCH, ctx, False, None, (credential,), self.inner.free_credentials_handle_async, (ctx, credential)
         )
 
     # ---- synchronous calls --------------------------------------------------------------------------
