@@ -18,6 +18,7 @@ class Run:
     calls: int = 0  # API calls made on the implementation under test
     finding: Any = None  # the ContractFinding that ended the run, if any
     final: bool = False  # Hypothesis' final replay (the minimal failing example)
+    controlled: bool = False  # the implementation let the machine decide completion order
 
 
 @dataclass

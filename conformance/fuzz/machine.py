@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from hypothesis import strategies as hs
 from hypothesis.control import current_build_context
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, multiple, rule
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, multiple, precondition, rule
 
 from adapters import status as st
 from adapters.api import Adapter, CallOutputs, SecBuffer
@@ -44,6 +44,10 @@ _TARGET = "server.test"  # the Sim server's default name
 _OUTPUT_SIZE = 4096
 BEHAVIOURS = ("", "", "free", "reinit")  # what a callback does inside itself (weighted to none)
 DATA = ("name", 7, 42)  # callback data: the context's name (scenario default) or a number
+# How a new context is prepared: most programs register a callback right away (NOTIFY-6).
+SETUPS: tuple[tuple[Any, str] | None, ...] = (None, ("name", ""), (7, ""), ("name", "free"), ("name", "reinit"))
+# Queue rules aim at a context that can take the call unless this draw says 0 (misuse).
+AIM = hs.integers(0, 3)
 
 
 class AsyncSspiMachine(RuleBasedStateMachine):
@@ -73,6 +77,7 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         self.controlled = target.control is not None and "completion-control" in caps.features
         self.misuse = cfg.misuse if cfg.misuse is not None else "misuse-detection" in caps.features
         self.has_notify = "requires-notify" in caps.features
+        self.run.controlled = self.controlled
         self.mode = "deferred" if self.controlled else "auto"
         if self.controlled:
             assert target.control is not None
@@ -120,8 +125,9 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         return self.misuse or rule_.party is not Party.CALLER
 
     # ---- async context management ------------------------------------------------------------
-    @rule(target=actxs)
-    def create(self) -> str:
+    @rule(target=actxs, setup=hs.sampled_from(SETUPS))
+    def create(self, setup: tuple[Any, str] | None) -> str:
+        """SspiCreateAsyncContext, usually followed by registering a callback (NOTIFY-6)."""
         name = self._name("a")
         if self.diverged:
             return name
@@ -132,6 +138,8 @@ class AsyncSspiMachine(RuleBasedStateMachine):
             self._fail("CTX-1", "SspiCreateAsyncContext returned NULL with no memory pressure")
         self.t.actx[name] = handle
         self.monitor.name(handle, name)
+        if setup is not None:
+            self._set_callback(name, *setup)
         return name
 
     @rule(a=actxs, data=hs.sampled_from(DATA), behaviour=hs.sampled_from(BEHAVIOURS))
@@ -261,13 +269,26 @@ class AsyncSspiMachine(RuleBasedStateMachine):
             self._acquire(a, "outbound", self.config.package)
 
     # ---- async operations --------------------------------------------------------------------
-    @rule(target=client_creds, a=actxs, package=hs.sampled_from(("own", "own", "own", "NoSuchPackage")))
-    def acquire_client(self, a: str, package: str) -> str:
-        return self._acquire(a, "outbound", self.config.package if package == "own" else package)
+    @rule(target=client_creds, a=actxs, aim=AIM, package=hs.sampled_from(("own", "own", "own", "NoSuchPackage")))
+    def acquire_client(self, a: str, aim: int, package: str) -> str:
+        return self._acquire(self._aim(a, aim, False), "outbound", self.config.package if package == "own" else package)
 
-    @rule(target=server_creds, a=actxs)
-    def acquire_server(self, a: str) -> str:
-        return self._acquire(a, "inbound", self.config.package)
+    @rule(target=server_creds, a=actxs, aim=AIM)
+    def acquire_server(self, a: str, aim: int) -> str:
+        return self._acquire(self._aim(a, aim, False), "inbound", self.config.package)
+
+    def _aim(self, a: str, aim: int, is_delete: bool) -> str:
+        """Usually redirect a queue to a context that accepts it (programs that progress)."""
+        if aim == 0:
+            return a
+        ok = (State.IDLE, State.COMPLETED)
+        ref = self.r.actx[a]
+        if ref.state in ok and (is_delete or ref.callback is not None):  # type: ignore[attr-defined]
+            return a
+        for name, handle in self.r.actx.items():
+            if handle.state in ok and (is_delete or handle.callback is not None):  # type: ignore[attr-defined]
+                return name
+        return a
 
     def _acquire(self, a: str, use: str, package: str) -> str:
         cred = self._name("c")
@@ -290,9 +311,10 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         self.roles[s] = ("server", c, server)
         return multiple(c, s)
 
-    @rule(c=contexts, a=actxs)
-    def handshake_leg(self, c: str, a: str) -> None:
+    @rule(c=contexts, a=actxs, aim=AIM)
+    def handshake_leg(self, c: str, a: str, aim: int) -> None:
         """The next ISC or ASC leg of a session, fed with the peer's latest token."""
+        a = self._aim(a, aim, False)
         role, peer, cred = self.roles[c]
         if self._busy(c):
             return  # CALL-6: overlapping calls on one CtxtHandle have no fixed outcome
@@ -327,8 +349,19 @@ class AsyncSspiMachine(RuleBasedStateMachine):
 
         self._queue(a, "initialize" if role == "client" else "accept", spec, call, is_delete=False)
 
-    @rule(c=consumes(contexts), a=actxs)
-    def delete_context(self, c: str, a: str) -> None:
+    @rule(a=actxs, aim=AIM)
+    def delete_no_context(self, a: str, aim: int) -> None:
+        """DeleteSecurityContext of a NULL handle: completes with SEC_E_INVALID_HANDLE (CALL-25)."""
+        a = self._aim(a, aim, True)
+
+        def call(side: Side) -> Any:
+            return side.adapter.delete_security_context_async(side.actx[a], None), Outstanding("delete", None)
+
+        self._queue(a, "delete_context", {"ctx": a, "context": None}, call, is_delete=True)
+
+    @rule(c=consumes(contexts), a=actxs, aim=AIM)
+    def delete_context(self, c: str, a: str, aim: int) -> None:
+        a = self._aim(a, aim, True)
         if self._busy(c):
             return
         bound = c in self.r.contexts
@@ -340,13 +373,13 @@ class AsyncSspiMachine(RuleBasedStateMachine):
 
         self._queue(a, "delete_context", spec, call, is_delete=True)
 
-    @rule(c=consumes(client_creds), a=actxs)
-    def free_client_credentials(self, c: str, a: str) -> None:
-        self._free_credentials(c, a)
+    @rule(c=consumes(client_creds), a=actxs, aim=AIM)
+    def free_client_credentials(self, c: str, a: str, aim: int) -> None:
+        self._free_credentials(c, self._aim(a, aim, False))
 
-    @rule(c=consumes(server_creds), a=actxs)
-    def free_server_credentials(self, c: str, a: str) -> None:
-        self._free_credentials(c, a)
+    @rule(c=consumes(server_creds), a=actxs, aim=AIM)
+    def free_server_credentials(self, c: str, a: str, aim: int) -> None:
+        self._free_credentials(c, self._aim(a, aim, False))
 
     def _free_credentials(self, c: str, a: str) -> None:
         bound = c in self.r.creds
@@ -423,6 +456,7 @@ class AsyncSspiMachine(RuleBasedStateMachine):
     def _can_complete(self) -> bool:
         return self.controlled and self.mode == "deferred" and not self.diverged
 
+    @precondition(lambda self: self._can_complete() and bool(self._pending_names()))
     @rule(index=hs.integers(0, 7))
     def complete_one(self, index: int) -> None:
         if not self._can_complete():
@@ -431,6 +465,7 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         if pending:
             self._complete_in_order([pending[index % len(pending)]], step=pending[index % len(pending)])
 
+    @precondition(lambda self: self._can_complete() and bool(self._pending_names()))
     @rule()
     def complete_all(self) -> None:
         if not self._can_complete():
@@ -439,6 +474,7 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         if pending:
             self._complete_in_order(pending, step="all")
 
+    @precondition(lambda self: self._can_complete() and len(self._pending_names()) > 1)
     @rule()
     def complete_reverse(self) -> None:
         if not self._can_complete():
@@ -457,6 +493,7 @@ class AsyncSspiMachine(RuleBasedStateMachine):
             r_control.complete(self.r.actx[name])
         self._settle(names, before)
 
+    @precondition(lambda self: self.controlled and not self.diverged)
     @rule(mode=hs.sampled_from(("inline", "deferred", "deferred", "threaded")))
     def switch_mode(self, mode: str) -> None:
         if not self.controlled or self.diverged or mode == self.mode:
