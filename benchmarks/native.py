@@ -4,7 +4,9 @@ One handshake = client and server credentials, four legs (ISC, ASC, ISC, ASC), t
 server's CompleteAuthToken (sspi-rs checks the password there), both contexts deleted and
 both credentials freed.  The same handshake runs through sspilib's own Python API; the
 two are measured in alternating rounds in one run, and the ratio is
-(time per handshake through NativeAdapter in process) / (time through sspilib).
+(time per handshake through NativeAdapter in process) / (time through sspilib), for the
+``inline`` completion mode (the adapter's own cost) and the ``threaded`` one (plus one
+thread wake-up per queued call).  The caller reuses one async context with reinit.
 """
 
 from __future__ import annotations
@@ -23,21 +25,24 @@ ROUNDS = 5
 PER_ROUND = 40
 
 
-def _adapter_handshake(adapter: Adapter) -> Callable[[], None]:
-    from adapters.native.driver import handshake
+def _adapter_handshake(adapter: Adapter) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(one handshake, release the async context it reuses)."""
+    from adapters.native.driver import AsyncCaller, handshake
 
-    complete = getattr(adapter, "complete_auth_token", None)
+    # One async context for the whole run, reinitialised between calls (REINIT-1), as a
+    # C caller would do; the callback is registered once.
+    caller = AsyncCaller(adapter)
 
     def run() -> None:
-        result = handshake(adapter, AUTH, AUTH)
-        if result.statuses[-1] == st.SEC_I_COMPLETE_NEEDED and complete is not None:
-            if complete(result.server_ctx, [SecBuffer(SECBUFFER_TOKEN)]) != st.SEC_E_OK:
+        result = handshake(adapter, AUTH, AUTH, caller=caller)
+        if result.statuses[-1] == st.SEC_I_COMPLETE_NEEDED:
+            if adapter.complete_auth_token(result.server_ctx, [SecBuffer(SECBUFFER_TOKEN)]) != st.SEC_E_OK:
                 raise RuntimeError("CompleteAuthToken failed")
         elif st.failed(result.statuses[-1]):
             raise RuntimeError(f"handshake failed: {st.describe(result.statuses[-1])}")
-        result.release(adapter)
+        result.release(adapter, caller)
 
-    return run
+    return run, caller.close
 
 
 def _sspilib_handshake() -> Callable[[], None]:
@@ -89,42 +94,56 @@ def _isolated() -> tuple[float | None, str | None]:
 
     adapter = create({})
     try:
-        run = _adapter_handshake(adapter)
+        run, done = _adapter_handshake(adapter)
         run()  # warm-up (child start-up is not part of the rate)
         count = PER_ROUND
-        return count / _time(run, count), None
+        rate = count / _time(run, count)
+        done()
+        return rate, None
     except Exception as exc:  # report rather than lose the in-process numbers
         return None, f"isolated run failed: {exc!r}"
     finally:
         adapter.close()
 
 
-def main() -> dict[str, Any]:
+def _side_by_side(completion: str) -> tuple[float, float, int]:
+    """(adapter seconds, sspilib seconds, handshakes per side), alternating rounds."""
     from adapters.native import create_inprocess
 
-    adapter = create_inprocess({"workers": "2"})
-    native = _adapter_handshake(adapter)
-    reference = _sspilib_handshake()
-    native()
-    reference()  # warm both paths (library initialisation, imports)
-    native_total = reference_total = 0.0
-    for _ in range(ROUNDS):  # alternate so drift hits both sides alike
-        native_total += _time(native, PER_ROUND)
-        reference_total += _time(reference, PER_ROUND)
-    adapter.close()
+    adapter = create_inprocess({"workers": "2", "completion": completion})
+    try:
+        native, done = _adapter_handshake(adapter)
+        reference = _sspilib_handshake()
+        native()
+        reference()  # warm both paths (library initialisation, imports)
+        native_total = reference_total = 0.0
+        for _ in range(ROUNDS):  # alternate so drift hits both sides alike
+            native_total += _time(native, PER_ROUND)
+            reference_total += _time(reference, PER_ROUND)
+        done()
+    finally:
+        adapter.close()
     leaks = adapter.diagnostics()
-    count = ROUNDS * PER_ROUND
+    if leaks:
+        raise RuntimeError(f"the benchmark leaked or misused handles: {leaks[:3]}")
+    return native_total, reference_total, ROUNDS * PER_ROUND
+
+
+def main() -> dict[str, Any]:
+    inline, inline_ref, count = _side_by_side("inline")
+    threaded, threaded_ref, _ = _side_by_side("threaded")
     isolated, note = _isolated()
     result: dict[str, Any] = {
-        "handshakes_per_s_inprocess": round(count / native_total, 1),
-        "handshakes_per_s_sspilib": round(count / reference_total, 1),
+        "handshakes_per_s_inprocess": round(count / inline, 1),
+        "handshakes_per_s_inprocess_threaded": round(count / threaded, 1),
+        "handshakes_per_s_sspilib": round(count / inline_ref, 1),
         "handshakes_per_s_isolated": None if isolated is None else round(isolated, 1),
-        "inprocess_ratio_vs_sspilib": round(native_total / reference_total, 3),
+        "inprocess_ratio_vs_sspilib": round(inline / inline_ref, 3),
+        "inprocess_threaded_ratio_vs_sspilib": round(threaded / threaded_ref, 3),
         "target_ratio": 1.5,
         "handshakes_per_side": count,
         "async_ops_per_handshake": 10,
         "empty_thread_hop_us": round(_hop_us(), 1),
-        "diagnostics_after_run": len(leaks),
     }
     if note:
         result["note"] = note

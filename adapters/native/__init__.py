@@ -9,7 +9,10 @@ Options (strings, ``--adapter-option KEY=VALUE``):
   into this process;
 * ``call_timeout_ms``: per-call limit (enforced by the isolating client; in process it
   bounds how long close() waits for queued calls);
-* ``workers``: worker threads that run queued operations (default 4);
+* ``completion``: ``threaded`` (default: queued operations run on worker threads) or
+  ``inline`` (the synchronous twin runs on the caller's thread and the callback fires
+  before the queueing call returns, as OQ-2 allows);
+* ``workers``: worker threads that run queued operations in threaded mode (default 4);
 * ``guard_bytes``: guard zone after every buffer handed to the library (default 1024).
 """
 
@@ -21,7 +24,8 @@ from collections.abc import Mapping
 
 from adapters.api import Adapter
 
-OPTIONS = ("library", "isolate", "call_timeout_ms", "workers", "guard_bytes")
+OPTIONS = ("library", "isolate", "completion", "call_timeout_ms", "workers", "guard_bytes")
+COMPLETIONS = ("threaded", "inline")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -51,11 +55,21 @@ def _positive_int(options: Mapping[str, str], key: str, default: int | None) -> 
     return value
 
 
+def _completion(options: Mapping[str, str]) -> str:
+    raw = str(options.get("completion", "threaded")).strip().lower()
+    if raw not in COMPLETIONS:
+        raise ValueError(
+            f"native adapter option completion={options.get('completion')!r}: expected {' or '.join(COMPLETIONS)}"
+        )
+    return raw
+
+
 def _check(options: Mapping[str, str]) -> None:
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise ValueError(f"unknown native adapter option(s) {', '.join(unknown)} (known: {', '.join(OPTIONS)})")
     _flag(options, "isolate", True)
+    _completion(options)
     for key in ("call_timeout_ms", "workers", "guard_bytes"):
         _positive_int(options, key, None)
 
@@ -70,6 +84,7 @@ def create_inprocess(options: Mapping[str, str] | None = None) -> Adapter:
     return NativeAdapter(
         library_path=opts.get("library") or None,
         workers=_positive_int(opts, "workers", 4) or 4,
+        completion=_completion(opts),
         guard_bytes=_positive_int(opts, "guard_bytes", DEFAULT_GUARD) or DEFAULT_GUARD,
         call_timeout_ms=_positive_int(opts, "call_timeout_ms", None),
     )

@@ -41,31 +41,60 @@ from adapters.api import (
 from adapters.constants import ASC_REQ, ISC_REQ, SECPKG_ATTR_SIZES, SECPKG_ATTR_STREAM_SIZES
 from adapters.native import ffi
 from adapters.native.asyncctx import AsyncEngine
-from adapters.native.buffers import DEFAULT_GUARD, CBufferDesc
+from adapters.native.buffers import DEFAULT_GUARD, CBufferDesc, Overrun
 from adapters.native.handles import NativeContext, NativeCredential, RawHandle
 from adapters.native.library import SspiLibrary, load
 
 # Written into ptsExpiry before the call; still there afterwards means "not written".
 _EXPIRY_SENTINEL = -0x5A5A5A5A5A5A5A5B
 AUTH_KEYS = frozenset({"username", "password", "domain"})
+_IDENTITY_CACHE = 64
 PROBE_PACKAGES = ("Negotiate", "NTLM", "Kerberos")
 
 
-def _identity(auth: Mapping[str, Any]) -> tuple[ffi.SEC_WINNT_AUTH_IDENTITY_W, list[Any]]:
-    """SEC_WINNT_AUTH_IDENTITY_W (UNICODE) plus the arrays it points into (keep alive)."""
-    keep: list[Any] = []
+def _auth_fields(auth_data: Mapping[str, Any] | None) -> tuple[str | None, str | None, str | None] | None:
+    """(user, domain, password) from the auth data shapes the simulator's NTLM package
+    takes (docs/ntlm.md), so one scenario runs against both adapters:
+
+    * client: ``{username, password, domain}``;
+    * server: the same keys, or ``{accounts: [{username, password, domain}]}``.  sspi-rs'
+      NTLM server checks the client against the identity of its own inbound credential,
+      so one account is mapped to that identity; more than one cannot be expressed.
+    """
+    if auth_data is None:
+        return None
+    unknown = set(auth_data) - AUTH_KEYS - {"accounts"}
+    if unknown:
+        raise Unsupported(f"auth_data keys {sorted(unknown)} (native maps only {sorted(AUTH_KEYS | {'accounts'})})")
+    source: Mapping[str, Any] = auth_data
+    if "username" not in auth_data and "accounts" in auth_data:
+        accounts = auth_data["accounts"]
+        if not isinstance(accounts, (list, tuple)) or len(accounts) != 1 or not isinstance(accounts[0], Mapping):
+            raise Unsupported("auth_data accounts: the native library takes exactly one account per credential")
+        source = accounts[0]
+        extra = set(source) - AUTH_KEYS
+        if extra:
+            raise Unsupported(f"auth_data account keys {sorted(extra)} (native maps only {sorted(AUTH_KEYS)})")
+
+    def text(key: str) -> str | None:
+        value = source.get(key)
+        return None if value is None else str(value)
+
+    return text("username"), text("domain"), text("password")
+
+
+def _identity(fields: tuple[str | None, str | None, str | None]) -> ffi.SEC_WINNT_AUTH_IDENTITY_W:
+    """SEC_WINNT_AUTH_IDENTITY_W (UNICODE).  The arrays it points into are kept alive by
+    the structure itself (ctypes records them in its ``_objects``)."""
     identity = ffi.SEC_WINNT_AUTH_IDENTITY_W()
     identity.Flags = ffi.SEC_WINNT_AUTH_IDENTITY_UNICODE
-    for field_name, key in (("User", "username"), ("Domain", "domain"), ("Password", "password")):
-        value = auth.get(key)
+    for field_name, value in zip(("User", "Domain", "Password"), fields, strict=True):
         if value is None:
             continue
-        text = str(value)
-        array = ffi.wide(text)
-        keep.append(array)
-        setattr(identity, field_name, ctypes.cast(array, ffi.PSEC_WCHAR))
-        setattr(identity, field_name + "Length", ffi.wide_length(text))
-    return identity, keep
+        array = ffi.wide(value)
+        setattr(identity, field_name, array)  # an array converts to its element pointer
+        setattr(identity, field_name + "Length", len(array) - 1)
+    return identity
 
 
 def _library_identity(lib: SspiLibrary) -> tuple[str, str]:
@@ -91,6 +120,7 @@ class NativeAdapter(Adapter):
         *,
         library_path: str | None = None,
         workers: int = 4,
+        completion: str = "threaded",
         guard_bytes: int = DEFAULT_GUARD,
         call_timeout_ms: int | None = None,
     ) -> None:
@@ -98,13 +128,14 @@ class NativeAdapter(Adapter):
         self.guard = guard_bytes
         self.call_timeout = None if call_timeout_ms is None else call_timeout_ms / 1000.0
         self._violations: list[Violation] = []
-        self._engine = AsyncEngine(id(self), workers, self._violations.append)
+        self._engine = AsyncEngine(id(self), workers, self._violations.append, completion)
         self._lock = self._engine.lock
         # Live handles only (dropped when their delete/free is queued), so lookups and
         # memory stay flat over long runs; close() reports whatever is left as leaks.
         self._credentials: set[NativeCredential] = set()
         self._contexts: dict[int, NativeContext] = {}  # keyed by dwLower
         self._capabilities: Capabilities | None = None
+        self._identities: dict[tuple[str | None, str | None, str | None], ffi.SEC_WINNT_AUTH_IDENTITY_W] = {}
 
     # ---- introspection ------------------------------------------------------------------
     def capabilities(self) -> Capabilities:
@@ -230,11 +261,20 @@ class NativeAdapter(Adapter):
         mask = ffi.INVALID_HANDLE_PART
         return ffi.SecHandle(lower & mask, upper & mask)
 
-    def _guard_report(self, desc: CBufferDesc | None, role: str, call: str) -> None:
-        if desc is None:
-            return
-        for overrun in desc.overruns():
+    def _overruns(self, found: list[Overrun], role: str, call: str) -> None:
+        for overrun in found:
             self._report("SCH-8", overrun.describe(role), "implementation", call)
+
+    def _identity(self, fields: tuple[str | None, str | None, str | None]) -> ffi.SEC_WINNT_AUTH_IDENTITY_W:
+        """The identity structure for (user, domain, password), built once and reused:
+        pAuthData is an input the library only reads, and building it costs more than the
+        library's own ACH.  Bounded, so a fuzzing run with ever-new identities stays flat."""
+        identity = self._identities.get(fields)
+        if identity is None:
+            if len(self._identities) >= _IDENTITY_CACHE:
+                self._identities.clear()
+            identity = self._identities[fields] = _identity(fields)
+        return identity
 
     def _free_buffer(self, address: int) -> int:
         return self.lib.call("FreeContextBuffer", ctypes.c_void_p(address))
@@ -250,20 +290,14 @@ class NativeAdapter(Adapter):
         outputs: CallOutputs,
     ) -> int:
         call = "acquire_credentials_handle_async"
-        if auth_data is not None:
-            unknown = set(auth_data) - AUTH_KEYS
-            if unknown:
-                raise Unsupported(f"auth_data keys {sorted(unknown)} (native maps only {sorted(AUTH_KEYS)})")
-        auth = dict(auth_data) if auth_data is not None else None
+        fields = _auth_fields(auth_data)  # validated now: a bad shape is Unsupported, not queued
+        package_name = package
 
         def prepare() -> Callable[[], int]:
             def job() -> int:
-                keep: list[Any] = []
-                principal_w = ffi.wide(principal) if principal is not None else None
-                package_w = ffi.wide(package) if package is not None else None
-                identity = None
-                if auth is not None:
-                    identity, keep = _identity(auth)
+                principal_w = ffi.wide_cached(principal) if principal is not None else None
+                package_w = ffi.wide_cached(package_name) if package_name is not None else None
+                identity = self._identity(fields) if fields is not None else None
                 handle = ffi.SecHandle(0, 0)
                 expiry = ffi.TimeStamp(_EXPIRY_SENTINEL)
                 status = self.lib.call(
@@ -272,10 +306,9 @@ class NativeAdapter(Adapter):
                     ctypes.byref(identity) if identity is not None else None,
                     None, None, ctypes.byref(handle), ctypes.byref(expiry),
                 )
-                del keep
                 credential = None
-                if status == st.SEC_E_OK or handle.pair() != (0, 0):
-                    credential = NativeCredential(handle.dwLower, handle.dwUpper, package, id(self))
+                if status == st.SEC_E_OK or handle.dwLower or handle.dwUpper:
+                    credential = NativeCredential(handle.dwLower, handle.dwUpper, package_name, id(self))
                     with self._lock:
                         self._credentials.add(credential)
                 outputs.credential = credential
@@ -353,12 +386,10 @@ class NativeAdapter(Adapter):
             ctypes.byref(attributes),
             ctypes.byref(expiry),
         )
-        self._guard_report(in_desc, "input", call)
-        self._guard_report(out_desc, "output", call)
-        if out_desc is not None:
-            out_desc.copy_back(out_desc.returned(self._free_buffer), inputs=False)
         if in_desc is not None:
-            in_desc.copy_back(in_desc.returned(self._free_buffer), inputs=True)
+            self._overruns(in_desc.finish(self._free_buffer, inputs=True), "input", call)
+        if out_desc is not None:
+            self._overruns(out_desc.finish(self._free_buffer, inputs=False), "output", call)
         if own_context is not None and ctxt_handle is not None:
             # The library may update the handle in place (phContext is in/out in practice).
             own_context.lower, own_context.upper = ctxt_handle.pair()
@@ -404,7 +435,7 @@ class NativeAdapter(Adapter):
         target_data_rep: int = 0,
     ) -> int:
         def invoke(cred: Any, ctxt: Any, p_in: Any, p_new: Any, p_out: Any, p_attr: Any, p_exp: Any) -> int:
-            target_w = ffi.wide(target) if target is not None else None
+            target_w = ffi.wide_cached(target) if target is not None else None
             return self.lib.call(
                 "InitializeSecurityContextW", cred, ctxt, target_w, context_req & 0xFFFFFFFF,
                 reserved1 & 0xFFFFFFFF, target_data_rep & 0xFFFFFFFF, p_in, reserved2 & 0xFFFFFFFF,
@@ -520,8 +551,7 @@ class NativeAdapter(Adapter):
         handle = self._sync_context(context, call)
         desc = CBufferDesc(buffers, guard=self.guard)
         status = invoke(ctypes.byref(handle) if handle is not None else None, desc.pointer())
-        self._guard_report(desc, "message", call)
-        desc.copy_back(desc.returned(self._free_buffer), inputs=False)
+        self._overruns(desc.finish(self._free_buffer, inputs=False), "message", call)
         return status
 
     def encrypt_message(self, context: Handle | None, qop: int, buffers: list[SecBuffer], seqno: int = 0) -> int:

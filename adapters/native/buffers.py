@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from adapters.api import SecBuffer
 from adapters.constants import SECBUFFER_EXTRA, SECBUFFER_MISSING, SECBUFFER_VERSION
@@ -27,6 +29,9 @@ PATTERN = b"\xa5\x5a\xc3\x3c"
 _SENTINEL_ULONG = 0xA5A5A5A5
 _SENTINEL_PTR = 0  # NULL: a library that fills it allocates instead of writing through it
 COUNT_ONLY_TYPES = frozenset({SECBUFFER_EXTRA, SECBUFFER_MISSING})
+# One SecBuffer as the host lays it out (ULONG, ULONG, pointer), to read the whole array at once.
+_ENTRY = struct.Struct("@IIP")
+assert _ENTRY.size == ctypes.sizeof(ffi.SecBuffer), "SecBuffer layout differs from struct '@IIP'"
 
 
 @functools.lru_cache(maxsize=8)
@@ -34,18 +39,23 @@ def _pattern(length: int) -> bytes:
     return (PATTERN * (length // len(PATTERN) + 1))[:length]
 
 
-@dataclass(slots=True)
+def _head(memory: ctypes.Array[ctypes.c_char], count: int) -> bytes:
+    """The first ``count`` bytes (fewer if the array is shorter): a c_char array slices to bytes."""
+    return cast(bytes, memory[:count])
+
+
 class _Slot:
     """One caller buffer and the memory we gave the library for it."""
 
-    source: SecBuffer
-    capacity: int
-    memory: ctypes.Array[ctypes.c_char] | None  # None: pvBuffer NULL
-    original_type: int
+    __slots__ = ("address", "capacity", "memory", "original_type", "source")
 
-    @property
-    def address(self) -> int:
-        return ctypes.addressof(self.memory) if self.memory is not None else 0
+    def __init__(self, source: SecBuffer, capacity: int, memory: ctypes.Array[ctypes.c_char] | None,
+                 original_type: int) -> None:
+        self.source = source
+        self.capacity = capacity
+        self.memory = memory  # None: pvBuffer NULL
+        self.address = ctypes.addressof(memory) if memory is not None else 0
+        self.original_type = original_type
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,50 +94,63 @@ class CBufferDesc:
     """
 
     def __init__(self, buffers: list[SecBuffer], *, allocate: bool = False, guard: int = DEFAULT_GUARD) -> None:
-        self.guard = max(16, guard)
-        self.slots: list[_Slot] = []
+        self.guard = guard = max(16, guard)
+        tail = _pattern(guard)
+        slots: list[_Slot] = []
         count = len(buffers)
-        self.array = (ffi.SecBuffer * (count + 1))()
+        self.array = array = (ffi.SecBuffer * (count + 1))()
         for index, buf in enumerate(buffers):
-            capacity = max(buf.cb, len(buf.data))
+            data = buf.data
+            size = buf.size
+            capacity = size if size is not None and size > len(data) else len(data)
             memory = None
             if not allocate and capacity > 0:
-                memory = ctypes.create_string_buffer(capacity + self.guard)
-                ctypes.memmove(memory, buf.data, len(buf.data))
-                tail = _pattern(self.guard)
-                ctypes.memmove(ctypes.addressof(memory) + capacity, tail, self.guard)
-            slot = _Slot(buf, 0 if memory is None else capacity, memory, buf.type)
-            self.slots.append(slot)
-            entry = self.array[index]
-            entry.cbBuffer = slot.capacity if memory is not None else 0
+                # Allocation, caller data and guard pattern in one C-level copy.
+                image = data + bytes(capacity - len(data)) + tail if len(data) < capacity else data + tail
+                memory = (ctypes.c_char * (capacity + guard)).from_buffer_copy(image)
+            slot = _Slot(buf, capacity if memory is not None else 0, memory, buf.type)
+            slots.append(slot)
+            entry = array[index]
+            entry.cbBuffer = slot.capacity
             entry.BufferType = buf.type & 0xFFFFFFFF
             entry.pvBuffer = slot.address or None
-        sentinel = self.array[count]
+        sentinel = array[count]
         sentinel.cbBuffer = _SENTINEL_ULONG
         sentinel.BufferType = _SENTINEL_ULONG
-        sentinel.pvBuffer = None
-        self.desc = ffi.SecBufferDesc(SECBUFFER_VERSION, count, self.array)
+        self.slots = slots
+        self.desc = ffi.SecBufferDesc(SECBUFFER_VERSION, count, array)
+
+    def finish(self, free: Callable[[int], int], *, inputs: bool) -> list[Overrun]:
+        """After the call: the guard check, then read-back and copy-back in one pass."""
+        entries = self._entries()
+        found = self.overruns(entries)
+        self.copy_back(self.returned(free, entries), inputs=inputs)
+        return found
 
     def pointer(self) -> ctypes._Pointer[ffi.SecBufferDesc]:
         return ctypes.pointer(self.desc)
 
     # ---- after the call -------------------------------------------------------------
-    def overruns(self) -> list[Overrun]:
+    def _entries(self) -> list[tuple[int, int, int]]:
+        """(cbBuffer, BufferType, pvBuffer) of every entry, sentinel included, read from
+        the array's memory in one copy rather than field by field."""
+        raw = bytes(self.array)
+        return [_ENTRY.unpack_from(raw, offset) for offset in range(0, len(raw), _ENTRY.size)]
+
+    def overruns(self, entries: list[tuple[int, int, int]] | None = None) -> list[Overrun]:
         found: list[Overrun] = []
-        tail = _pattern(self.guard)
+        guard = self.guard
+        tail = _pattern(guard)
         for index, slot in enumerate(self.slots):
-            if slot.memory is None:
+            memory = slot.memory
+            if memory is None:
                 continue
-            seen = ctypes.string_at(slot.address + slot.capacity, self.guard)
+            seen = cast(bytes, memory[slot.capacity:])  # a c_char array slices to bytes
             if seen != tail:
-                last = max(i for i in range(self.guard) if seen[i] != tail[i])
+                last = max(i for i in range(guard) if seen[i] != tail[i])
                 found.append(Overrun(index, slot.capacity, last + 1))
-        sentinel = self.array[len(self.slots)]
-        if (
-            sentinel.cbBuffer != _SENTINEL_ULONG
-            or sentinel.BufferType != _SENTINEL_ULONG
-            or (sentinel.pvBuffer or 0) != _SENTINEL_PTR
-        ):
+        cb, kind, address = (entries or self._entries())[len(self.slots)]
+        if cb != _SENTINEL_ULONG or kind != _SENTINEL_ULONG or address != _SENTINEL_PTR:
             found.append(Overrun(len(self.slots), 0, 0, sentinel=True))
         return found
 
@@ -137,16 +160,23 @@ class CBufferDesc:
                 return slot, address - slot.address
         return None
 
-    def returned(self, free: Callable[[int], int]) -> list[Returned]:
+    def returned(
+        self, free: Callable[[int], int], entries: list[tuple[int, int, int]] | None = None
+    ) -> list[Returned]:
         """Read every SecBuffer back; library allocations are freed (once each) with ``free``."""
+        if entries is None:
+            entries = self._entries()
         results: list[Returned] = []
         freed: set[int] = set()
-        for index in range(len(self.slots)):
-            entry = self.array[index]
-            kind, cb, address = int(entry.BufferType), int(entry.cbBuffer), int(entry.pvBuffer or 0)
+        for index, slot in enumerate(self.slots):
+            cb, kind, address = entries[index]
             if (kind & 0x0FFFFFFF) in COUNT_ONLY_TYPES or address == 0:
                 # EXTRA/MISSING carry only a count; their pvBuffer is not ours to read (SCH-24).
                 results.append(Returned(kind, cb, b"", False))
+                continue
+            if address == slot.address:  # the common case: our own buffer, from its start
+                data = _head(slot.memory, cb) if slot.memory is not None else b""
+                results.append(Returned(kind, cb, data, False))
                 continue
             owner = self._owner(address)
             if owner is not None:
@@ -159,7 +189,7 @@ class CBufferDesc:
                 freed.add(address)
                 free(address)
             results.append(Returned(kind, cb, data, True))
-        stray = int(self.array[len(self.slots)].pvBuffer or 0)
+        stray = entries[len(self.slots)][2]
         if stray and stray not in freed:
             free(stray)  # the library allocated into the sentinel slot; do not leak it
         return results
@@ -176,7 +206,7 @@ class CBufferDesc:
                 result.type & 0x0FFFFFFF
             ) not in COUNT_ONLY_TYPES:
                 if slot.memory is not None:
-                    now = ctypes.string_at(slot.address, slot.capacity)
+                    now = _head(slot.memory, slot.capacity)
                     if now != target.data.ljust(slot.capacity, b"\0"):
                         target.data = now  # modified in place (DecryptMessage)
                 continue

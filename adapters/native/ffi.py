@@ -16,6 +16,7 @@ Nothing here loads a library; see :mod:`adapters.native.library`.
 from __future__ import annotations
 
 import ctypes
+import functools
 from ctypes import POINTER, Structure, c_int32, c_int64, c_size_t, c_uint16, c_uint32, c_void_p
 from typing import Any
 
@@ -121,6 +122,14 @@ def wide(text: str) -> ctypes.Array[c_uint16]:
     return array
 
 
+@functools.lru_cache(maxsize=256)
+def wide_cached(text: str) -> ctypes.Array[c_uint16]:
+    """:func:`wide` for strings the library only reads (``const SEC_WCHAR*`` arguments:
+    package, principal, target, identity fields), shared between calls so that a hot
+    loop does not re-encode the same names.  Never hand it to a call that may write."""
+    return wide(text)
+
+
 def wide_length(text: str) -> int:
     """Length of ``text`` in UTF-16 code units (what the *Length fields count)."""
     return len(text.encode("utf-16-le")) // 2
@@ -166,5 +175,6 @@ __all__ = [
     "as_status",
     "read_wide",
     "wide",
+    "wide_cached",
     "wide_length",
 ]
