@@ -32,7 +32,7 @@ from adapters.remote.session import RpcError, Session
 AGENT_NAME = "adapters.remote.agent"
 Factory = Callable[[dict[str, str]], Any]
 
-SPIN_S = 0.0002  # busy-wait for the next request before sleeping (see LineReader._spin)
+SPIN_S = 0.00005  # busy-wait for the next request before sleeping (see LineReader._spin)
 
 
 class Tracer:

@@ -33,7 +33,7 @@ Thunk = Callable[[], None]
 # How long the pump lets callers have the stream before it reads for pending callbacks.
 PUMP_QUIET_S = 0.004
 PUMP_POLL_S = 0.1
-SPIN_S = 0.0002  # busy-wait this long for an answer before sleeping (see LineReader._spin)
+SPIN_S = 0.00005  # busy-wait this long for an answer before sleeping (see LineReader._spin)
 MAX_RECORDED_VIOLATIONS = 100
 FLOOD_LIMIT = 10000  # this many protocol violations in one connection: stop trusting it
 
