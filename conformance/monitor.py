@@ -103,11 +103,11 @@ _get_ident = threading.get_ident
 
 # One accepted (or being queued) async operation.  A plain list indexed by the constants
 # below: allocating it costs a quarter of a slotted object, and one is made per queue call.
-_Call = list  # [op, outputs, notify, data, seq, callbacks, cancelled, checked, controlled]
-_OP, _OUTPUTS, _NOTIFY, _DATA, _SEQ, _CALLBACKS, _CANCELLED, _CHECKED, _CONTROLLED = range(9)
+_Call = list  # [op, outputs, notify, data, seq, callbacks, cancelled, checked, controlled, lost]
+_OP, _OUTPUTS, _NOTIFY, _DATA, _SEQ, _CALLBACKS, _CANCELLED, _CHECKED, _CONTROLLED, _LOST = range(10)
 # _NOTIFY: a callback is owed for it; _DATA: what the callback must deliver; _CANCELLED: freed
 # before completion, so the callback must not come (OQ-12); _CHECKED: completion checks done;
-# _CONTROLLED: CompletionControl said it completed.
+# _CONTROLLED: CompletionControl said it completed; _LOST: flagged as a lost callback.
 
 
 class _Shadow:
@@ -120,8 +120,10 @@ class _Shadow:
         "final",
         "freeing",
         "handle",
+        "idle_ok",
         "in_callback",
         "last_queue_failed",
+        "notify_ok",
         "number",
         "older",
         "reg",
@@ -137,6 +139,8 @@ class _Shadow:
         self.state = _IDLE
         self.reg: tuple[Callback, Any] | None = None  # (user callback, data) registered
         self.reinit_since_reg = False
+        self.notify_ok = False  # RequiresNotify answered correctly for this registration
+        self.idle_ok = False  # an idle read answered "not pending"
         self.call: _Call | None = None  # the latest accepted call
         self.older: list[_Call] = _NO_CALLS  # earlier calls whose callback is still owed (rare)
         self.tentative: _Call | None = None  # a queue call in progress (inline completion)
@@ -173,6 +177,7 @@ class _MonitoredControl(CompletionControl):
         self._monitor._note("set_mode", mode)
         if mode == "threaded":
             self._monitor._concurrent = True  # never reset: workers may still be completing
+        self._monitor._inline = mode == "inline"
         self._inner.set_mode(mode)
 
     def pending(self) -> list[Handle]:
@@ -237,6 +242,9 @@ class ContractMonitor(Adapter):
         # caller's thread and the lock is skipped on the hot paths (it costs as much as a
         # simulator call).  A callback arriving on a foreign thread switches locking on for good.
         self._concurrent = inner_control is None or inner_control.mode == "threaded"
+        # Inline mode: an accepted call has completed when the queue call returns.  Tracked
+        # through our control wrapper; change modes through ``monitor.control``.
+        self._inline = inner_control is not None and inner_control.mode == "inline"
 
     # ---- trace and violations ----------------------------------------------------------------
     def _event(self, kind: str, op: str, ctx: Any, args: Any, status: int | None, detail: str = "") -> int:
@@ -569,7 +577,7 @@ class ContractMonitor(Adapter):
             if fast and result == _OK:
                 assert sh is not None
                 sh.reg = (callback, data)  # type: ignore[assignment]
-                sh.reinit_since_reg = False
+                sh.reinit_since_reg = sh.notify_ok = False
                 self._append((next(self._seq), _monotonic(), _get_ident() if conc else None, "return",
                               "set_async_notify_callback", sh, (callback, data), result, ""))
                 return result
@@ -611,7 +619,7 @@ class ContractMonitor(Adapter):
     @staticmethod
     def _register(sh: _Shadow, callback: Callback | None, data: Any) -> None:
         sh.reg = (callback, data) if callback is not None else None
-        sh.reinit_since_reg = False
+        sh.reinit_since_reg = sh.notify_ok = False
 
     def async_context_requires_notify(self, ctx: Handle | None) -> bool:
         try:
@@ -628,8 +636,11 @@ class ContractMonitor(Adapter):
                            "async_context_requires_notify", seq)
                 return result
             expected = sh.reg is not None
-            if bool(result) != expected:
-                req = "NOTIFY-7" if (expected and sh.reinit_since_reg) else "OQ-4"
+            if bool(result) == expected:
+                sh.notify_ok = True
+            else:
+                # Right before a reinit and wrong after it: the reinit lost the registration.
+                req = "NOTIFY-7" if (expected and sh.reinit_since_reg and sh.notify_ok) else "OQ-4"
                 self._flag(req, f"SspiAsyncContextRequiresNotify({sh.label}) returned {bool(result)} although "
                            f"a callback is {'registered' if expected else 'not registered'}", _IMPL,
                            "async_context_requires_notify", seq)
@@ -661,7 +672,13 @@ class ContractMonitor(Adapter):
     def _check_read(self, sh: _Shadow, result: int, seq: int) -> None:
         state = sh.state
         if state is _IDLE:
-            if result == _PENDING:
+            if result != _PENDING:
+                sh.idle_ok = True
+            elif sh.last_queue_failed and sh.idle_ok:
+                # It read idle before, so the failed queue call did queue something.
+                self._flag("OQ-5", f"{sh.label} reads PENDING after its queue call failed", _IMPL,
+                           "get_async_call_status", seq)
+            else:
                 self._flag("OQ-1", f"idle {sh.label} reads SEC_I_ASYNC_CALL_PENDING", _IMPL,
                            "get_async_call_status", seq)
         elif state is _PN or state is _PS:
@@ -794,7 +811,12 @@ class ContractMonitor(Adapter):
 
     def _unexpected_callback(self, sh: _Shadow, seq: int, tid: int) -> None:
         last = sh.call
-        if last is not None and last[_NOTIFY] and last[_CALLBACKS] > 0:
+        tentative = sh.tentative
+        if tentative is not None and tentative[_CALLBACKS] > 0:
+            last = tentative  # completed inline during the queue call still in progress
+        if last is not None and last[_LOST]:
+            self._event("note", "callback", sh, None, None, "late callback (already reported as lost)")
+        elif last is not None and last[_NOTIFY] and last[_CALLBACKS] > 0:
             last[_CALLBACKS] += 1
             self._flag("OQ-13", f"a second callback arrived for the {last[_OP]} on {sh.label}", _IMPL, last[_OP], seq)
         elif sh.freeing is not None and sh.freeing != tid:
@@ -813,16 +835,23 @@ class ContractMonitor(Adapter):
         with self._lock:
             for handle in handles:
                 sh = self._lookup(handle)
-                if sh is None:
-                    continue
-                call = sh.call
-                if call is None or call[_CONTROLLED]:
-                    continue
-                call[_CONTROLLED] = True
-                if _owed(call):
-                    call[_CANCELLED] = True  # flag once
-                    self._flag("OQ-13", f"{call[_OP]} on {sh.label} completed without invoking its callback",
-                               _IMPL, call[_OP], call[_SEQ])
+                if sh is not None:
+                    self._completed(sh)
+
+    def _completed(self, sh: _Shadow) -> None:
+        """The latest call on ``sh`` is known to have completed (control, inline mode)."""
+        call = sh.call
+        if call is not None and not call[_CONTROLLED]:
+            call[_CONTROLLED] = True
+            if _owed(call):
+                call[_LOST] = call[_CANCELLED] = True  # flag once
+                self._flag("OQ-13", f"{call[_OP]} on {sh.label} completed without invoking its callback",
+                           _IMPL, call[_OP], call[_SEQ])
+        state = sh.state
+        if state is _PN or state is _PS:
+            sh.state = _DONE
+        elif state is _ZOMBIE:
+            sh.state = _FREED
 
     # ---- queueing ------------------------------------------------------------------------------------
     def _queue(
@@ -852,11 +881,11 @@ class ContractMonitor(Adapter):
                 reg = sh.reg
                 if reg is not None:
                     event, rule = _E_QUEUE, _Q_NOTIFY[sh.state]
-                    call = [op, outputs, True, reg[1], seq, 0, False, False, False]
+                    call = [op, outputs, True, reg[1], seq, 0, False, False, False, False]
                 else:
                     event = queue_event(is_delete, False)
                     rule = (_Q_SILENT_DELETE if is_delete else _Q_SILENT)[sh.state]
-                    call = [op, outputs, False, None, seq, 0, False, False, False]
+                    call = [op, outputs, False, None, seq, 0, False, False, False, False]
                 sh.tentative = call
         finally:
             if conc:
@@ -887,7 +916,7 @@ class ContractMonitor(Adapter):
                 if (
                     result == _OK and rule.requirement is None and rule.accept and caller_error is None
                     and call is not None and not call[_CALLBACKS] and not _owed(sh.call)
-                    and (outputs is None or not outputs.written)
+                    and (outputs is None or not outputs.written) and not self._inline
                 ):
                     # The usual case: a legal queue, accepted, not completed yet.
                     sh.call = call
@@ -916,6 +945,8 @@ class ContractMonitor(Adapter):
             if result == _OK and caller_error is None:
                 if rule.accept:
                     self._accepted(sh, call, rule, rseq)
+                    if self._inline:
+                        self._completed(sh)  # inline mode: it completed before returning
                 else:
                     req = rule.requirement or "CTX-4"
                     self._flag(req, f"{op} on {sh.label} ({sh.state.value}) was accepted; the contract requires "
