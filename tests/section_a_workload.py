@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from adapters import status as st
@@ -155,8 +156,8 @@ def flow_handshake(m: ContractMonitor, d: Driver) -> None:
     for _ in range(4):  # legs=2: ISC, ASC, ISC
         out = CallOutputs(output=[SecBuffer(SECBUFFER_TOKEN, b"", 0)])
         inp = [SecBuffer(SECBUFFER_TOKEN, token), SecBuffer(SECBUFFER_EMPTY)] if token else None
-        d.queue(c, lambda out=out, inp=inp, cctx=cctx: m.initialize_security_context_async(
-            c, ccred, cctx, "server.test", ISC_REQ["ALLOCATE_MEMORY"], inp, out))
+        d.queue(c, partial(m.initialize_security_context_async, c, ccred, cctx, "server.test",
+                           ISC_REQ["ALLOCATE_MEMORY"], inp, out))
         status = m.get_async_call_status(c)
         m.reinit_async_context(c)
         cctx = out.new_context or cctx
@@ -165,8 +166,8 @@ def flow_handshake(m: ContractMonitor, d: Driver) -> None:
         token = out.output[0].data
         sout = CallOutputs(output=[SecBuffer(SECBUFFER_TOKEN, b"", 0)])
         sinp = [SecBuffer(SECBUFFER_TOKEN, token), SecBuffer(SECBUFFER_EMPTY)]
-        d.queue(s, lambda sout=sout, sinp=sinp, sctx=sctx: m.accept_security_context_async(
-            s, scred, sctx, sinp, ASC_REQ["ALLOCATE_MEMORY"], sout))
+        d.queue(s, partial(m.accept_security_context_async, s, scred, sctx, sinp, ASC_REQ["ALLOCATE_MEMORY"],
+                           sout))
         m.get_async_call_status(s)
         m.reinit_async_context(s)
         sctx = sout.new_context or sctx
@@ -188,7 +189,7 @@ def flow_handshake(m: ContractMonitor, d: Driver) -> None:
         m.reinit_async_context(s)
     for actx, cred in ((c, ccred), (s, scred)):
         if cred is not None:
-            d.queue(actx, lambda actx=actx, cred=cred: m.free_credentials_handle_async(actx, cred))
+            d.queue(actx, partial(m.free_credentials_handle_async, actx, cred))
             m.reinit_async_context(actx)
     m.free_async_context(c)
     m.free_async_context(s)
@@ -237,7 +238,7 @@ def flow_concurrent(m: ContractMonitor, d: Driver) -> None:
     for ctx, out in zip(ctxs, outs, strict=True):
         m.reinit_async_context(ctx)
         if out.credential is not None:
-            d.queue(ctx, lambda ctx=ctx, out=out: m.free_credentials_handle_async(ctx, out.credential))
+            d.queue(ctx, partial(m.free_credentials_handle_async, ctx, out.credential))
         m.free_async_context(ctx)
 
 
