@@ -60,7 +60,11 @@ def test_threaded_callback_runs_on_a_worker_thread() -> None:
     threads: list[int] = []
     done = threading.Event()
     ctx = adapter.create_async_context()
-    adapter.set_async_notify_callback(ctx, lambda _c, _d: (threads.append(threading.get_ident()), done.set()), None)
+    def notify(_ctx: object, _data: object) -> None:
+        threads.append(threading.get_ident())
+        done.set()
+
+    adapter.set_async_notify_callback(ctx, notify, None)
     outputs = CallOutputs()
     assert adapter.acquire_credentials_handle_async(ctx, None, "NTLM", SECPKG_CRED_OUTBOUND, AUTH, outputs) == 0
     assert done.wait(10)
