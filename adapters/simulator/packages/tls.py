@@ -26,8 +26,6 @@ from adapters.constants import (
     SECBUFFER_ALERT,
     SECBUFFER_DATA,
     SECBUFFER_EMPTY,
-    SECBUFFER_EXTRA,
-    SECBUFFER_MISSING,
     SECBUFFER_READONLY,
     SECBUFFER_STREAM_HEADER,
     SECBUFFER_STREAM_TRAILER,
@@ -85,6 +83,37 @@ def _token_bytes(buffers: list[SecBuffer] | None) -> bytes:
     if buf.size is not None and buf.size < len(data):
         return bytes(data[: buf.size])
     return bytes(data)
+
+
+def _stream_buffers(
+    buffers: list[SecBuffer],
+) -> tuple[SecBuffer | None, SecBuffer | None, SecBuffer | None]:
+    """EncryptMessage's HEADER, DATA and TRAILER in any order; READONLY ones skipped (MSG-2)."""
+    data = header = trailer = None
+    for buf in buffers:
+        if buf.type & SECBUFFER_READONLY:
+            continue
+        if buf.type == SECBUFFER_DATA and data is None:
+            data = buf
+        elif buf.type == SECBUFFER_STREAM_HEADER and header is None:
+            header = buf
+        elif buf.type == SECBUFFER_STREAM_TRAILER and trailer is None:
+            trailer = buf
+    return header, data, trailer
+
+
+def _decrypt_slots(buffers: list[SecBuffer]) -> tuple[SecBuffer, SecBuffer, SecBuffer, SecBuffer] | None:
+    """DecryptMessage's DATA and the three EMPTY slots it fills, wherever they are."""
+    source = None
+    empties: list[SecBuffer] = []
+    for buf in buffers:
+        if buf.type == SECBUFFER_DATA and source is None:
+            source = buf
+        elif buf.type == SECBUFFER_EMPTY:
+            empties.append(buf)
+    if source is None or len(empties) < 3:
+        return None
+    return source, empties[0], empties[1], empties[2]
 
 
 class TlsPackage(SecurityPackage):
@@ -241,66 +270,44 @@ class TlsPackage(SecurityPackage):
         return st.SEC_E_UNSUPPORTED_FUNCTION, None
 
     def encrypt(self, context: Any, qop: int, buffers: list[SecBuffer]) -> int:
-        if not isinstance(context, TlsConnection):
+        if type(context) is not TlsConnection:
             return st.SEC_E_INVALID_HANDLE
         if qop != 0:
             # SECQOP_WRAP_OOB_DATA would send an arbitrary alert; Python's ssl cannot.
             return st.SEC_E_QOP_NOT_SUPPORTED
-        data = header = trailer = None
-        for buf in buffers:  # MSG-2: READONLY buffers are skipped
-            if buf.type & SECBUFFER_READONLY:
-                continue
-            if buf.type == SECBUFFER_DATA and data is None:
-                data = buf
-            elif buf.type == SECBUFFER_STREAM_HEADER and header is None:
-                header = buf
-            elif buf.type == SECBUFFER_STREAM_TRAILER and trailer is None:
-                trailer = buf
+        header: SecBuffer | None
+        data: SecBuffer | None
+        trailer: SecBuffer | None
+        if (
+            len(buffers) >= 3
+            and buffers[0].type == SECBUFFER_STREAM_HEADER
+            and buffers[1].type == SECBUFFER_DATA
+            and buffers[2].type == SECBUFFER_STREAM_TRAILER
+        ):
+            header, data, trailer = buffers[0], buffers[1], buffers[2]  # MSG-2 order: fast path
+        else:
+            header, data, trailer = _stream_buffers(buffers)
         if data is None:
             return st.SEC_E_INVALID_TOKEN  # MSG-3
-        plaintext = data.data if data.size is None else data.data[: data.size]
-        status, head, body, tail = context.encrypt(
-            bytes(plaintext), header.cb if header else 0, trailer.cb if trailer else 0
-        )
-        if status == st.SEC_E_OK:
-            if header is not None:
-                header.data, header.size = head, len(head)
-            data.data, data.size = body, len(body)
-            if trailer is not None:
-                trailer.data, trailer.size = tail, len(tail)
-        return status
+        return context.encrypt_into(header, data, trailer)
 
     def decrypt(self, context: Any, buffers: list[SecBuffer]) -> tuple[int, int]:
-        if not isinstance(context, TlsConnection):
+        if type(context) is not TlsConnection:
             return st.SEC_E_INVALID_HANDLE, 0
-        data_index = -1
-        empties: list[int] = []
-        for index, buf in enumerate(buffers):
-            if buf.type == SECBUFFER_DATA and data_index < 0:
-                data_index = index
-            elif buf.type == SECBUFFER_EMPTY:
-                empties.append(index)
-        if data_index < 0 or len(empties) < 3:
-            return st.SEC_E_INVALID_TOKEN, 0  # MSG-4: one DATA and three EMPTY buffers
-        source = buffers[data_index]
-        ciphertext = source.data if source.size is None else source.data[: source.size]
-        result = context.decrypt(bytes(ciphertext))
-        status = result.status
-        if status == st.SEC_E_INCOMPLETE_MESSAGE:
-            slot = buffers[empties[0]]  # OQ-21: MISSING, nothing else changes
-            slot.type, slot.data, slot.size = SECBUFFER_MISSING, b"", max(0, result.missing)
-        elif status in (st.SEC_E_OK, st.SEC_I_RENEGOTIATE, st.SEC_I_CONTEXT_EXPIRED):
-            # MSG-4: HEADER, DATA (plaintext, or the handshake message for RENEGOTIATE),
-            # TRAILER and possibly EXTRA for the next record(s).
-            source.type, source.data, source.size = SECBUFFER_STREAM_HEADER, result.header, len(result.header)
-            plain = buffers[empties[0]]
-            plain.type, plain.data, plain.size = SECBUFFER_DATA, result.data, len(result.data)
-            tail = buffers[empties[1]]
-            tail.type, tail.data, tail.size = SECBUFFER_STREAM_TRAILER, result.trailer, len(result.trailer)
-            if result.extra:
-                extra = buffers[empties[2]]
-                extra.type, extra.data, extra.size = SECBUFFER_EXTRA, b"", result.extra
-        return status, 0
+        if (
+            len(buffers) == 4
+            and buffers[0].type == SECBUFFER_DATA
+            and buffers[1].type == SECBUFFER_EMPTY
+            and buffers[2].type == SECBUFFER_EMPTY
+            and buffers[3].type == SECBUFFER_EMPTY
+        ):
+            source, plain, tail, rest = buffers  # MSG-4 layout: fast path
+        else:
+            slots = _decrypt_slots(buffers)
+            if slots is None:
+                return st.SEC_E_INVALID_TOKEN, 0  # MSG-4: one DATA and three EMPTY buffers
+            source, plain, tail, rest = slots
+        return context.decrypt_into(source, plain, tail, rest), 0
 
     def apply_control_token(self, context: Any, buffers: list[SecBuffer]) -> int:
         if self.profile.kernel_mode:

@@ -78,6 +78,53 @@ _REASON_STATUS: dict[str, int] = {
 }
 
 
+# Alert descriptions by the name OpenSSL puts into its reason codes
+# ("SSLV3_ALERT_BAD_RECORD_MAC", "TLSV1_ALERT_UNKNOWN_CA", "TLSV13_ALERT_...").
+ALERT_NUMBERS: dict[str, int] = {
+    "CLOSE_NOTIFY": 0,
+    "UNEXPECTED_MESSAGE": 10,
+    "BAD_RECORD_MAC": 20,
+    "DECRYPTION_FAILED": 21,
+    "RECORD_OVERFLOW": 22,
+    "DECOMPRESSION_FAILURE": 30,
+    "HANDSHAKE_FAILURE": 40,
+    "NO_CERTIFICATE": 41,
+    "BAD_CERTIFICATE": 42,
+    "UNSUPPORTED_CERTIFICATE": 43,
+    "CERTIFICATE_REVOKED": 44,
+    "CERTIFICATE_EXPIRED": 45,
+    "CERTIFICATE_UNKNOWN": 46,
+    "ILLEGAL_PARAMETER": 47,
+    "UNKNOWN_CA": 48,
+    "ACCESS_DENIED": 49,
+    "DECODE_ERROR": 50,
+    "DECRYPT_ERROR": 51,
+    "EXPORT_RESTRICTION": 60,
+    "PROTOCOL_VERSION": 70,
+    "INSUFFICIENT_SECURITY": 71,
+    "INTERNAL_ERROR": 80,
+    "INAPPROPRIATE_FALLBACK": 86,
+    "USER_CANCELLED": 90,
+    "NO_RENEGOTIATION": 100,
+    "MISSING_EXTENSION": 109,
+    "UNSUPPORTED_EXTENSION": 110,
+    "CERTIFICATE_UNOBTAINABLE": 111,
+    "UNRECOGNIZED_NAME": 112,
+    "BAD_CERTIFICATE_STATUS_RESPONSE": 113,
+    "BAD_CERTIFICATE_HASH_VALUE": 114,
+    "UNKNOWN_PSK_IDENTITY": 115,
+    "CERTIFICATE_REQUIRED": 116,
+    "NO_APPLICATION_PROTOCOL": 120,
+}
+
+
+def alert_in_reason(reason: str | None) -> int | None:
+    """The alert number an OpenSSL reason like ``TLSV1_ALERT_UNKNOWN_CA`` names."""
+    if not reason or "_ALERT_" not in reason:
+        return None
+    return ALERT_NUMBERS.get(reason.split("_ALERT_", 1)[1])
+
+
 def received_alert_status(description: int) -> int:
     """Status for a fatal alert received from the peer (B.1; default ILLEGAL_MESSAGE)."""
     return RECEIVED_ALERT_STATUS.get(description, st.SEC_E_ILLEGAL_MESSAGE)
@@ -94,6 +141,12 @@ def failure_status(
     if received is not None and received[0] == 2:
         return received_alert_status(received[1])
     reason = error.reason or ""
+    if received is None:
+        # After the handshake the message callback is off (see tls_config.ssl_context);
+        # OpenSSL's reason still names a received alert.
+        number = alert_in_reason(reason)
+        if number is not None:
+            return received_alert_status(number)
     mapped = _REASON_STATUS.get(reason)
     if mapped is not None:
         return mapped

@@ -152,11 +152,11 @@ def parse_auth_data(auth_data: Mapping[str, Any] | None) -> TlsSettings:
 
 # ---- SSLContext factory ----------------------------------------------------------------
 
-_contexts: dict[tuple[TlsSettings, bool, object], ssl.SSLContext] = {}
+_contexts: dict[tuple[TlsSettings, bool, object, bool], ssl.SSLContext] = {}
 _contexts_lock = threading.Lock()
 
 
-def _build(settings: TlsSettings, server: bool, variant: object) -> ssl.SSLContext:
+def _build(settings: TlsSettings, server: bool, variant: object, quiet: bool) -> ssl.SSLContext:
     pki = shared_pki()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
     versions = sorted(PROTOCOL_VERSIONS[p] for p in settings.protocols)
@@ -169,6 +169,8 @@ def _build(settings: TlsSettings, server: bool, variant: object) -> ssl.SSLConte
     if settings.certificate != "none":
         pki.configure_certificate(context, settings.certificate)
     pki.configure_trust(context)
+    # OQ-18: no TLS 1.2 renegotiation in either direction.
+    context.options |= ssl.OP_NO_RENEGOTIATION
     if server:
         assert isinstance(variant, ssl.VerifyMode)
         context.verify_mode = variant
@@ -178,18 +180,21 @@ def _build(settings: TlsSettings, server: bool, variant: object) -> ssl.SSLConte
     else:
         context.check_hostname = variant == VERIFY_NAME
         context.verify_mode = ssl.CERT_NONE if variant == VERIFY_NONE else ssl.CERT_REQUIRED
-    tls_observer.install(context)
+    if not quiet:
+        tls_observer.install(context)
     return context
 
 
-def ssl_context(settings: TlsSettings, server: bool, variant: object) -> ssl.SSLContext:
+def ssl_context(settings: TlsSettings, server: bool, variant: object, quiet: bool = False) -> ssl.SSLContext:
     """The shared SSLContext for these settings (built on first use).
 
     ``variant`` is a VERIFY_* name for a client, an ``ssl.VerifyMode`` (how the client
-    certificate is requested) for a server.  CredentialError when OpenSSL rejects the
-    settings (e.g. a cipher string matching nothing).
+    certificate is requested) for a server.  ``quiet`` gives the identical context
+    without the message callback: connections switch to it once the handshake is done,
+    so records do not pay for a Python call per record header.  CredentialError when
+    OpenSSL rejects the settings (e.g. a cipher string matching nothing).
     """
-    key = (settings, server, variant)
+    key = (settings, server, variant, quiet)
     context = _contexts.get(key)
     if context is not None:
         return context
@@ -197,7 +202,7 @@ def ssl_context(settings: TlsSettings, server: bool, variant: object) -> ssl.SSL
         context = _contexts.get(key)
         if context is None:
             try:
-                context = _build(settings, server, variant)
+                context = _build(settings, server, variant, quiet)
             except (ssl.SSLError, ValueError) as error:
                 raise _fail(f"OpenSSL rejected the credential settings: {error}") from None
             _contexts[key] = context
@@ -217,11 +222,11 @@ class TlsCredential:
         pki = shared_pki()
         self.expiry: int | None = pki.expiry_ticks[settings.certificate] if self.has_certificate else None
 
-    def client_context(self, variant: str) -> ssl.SSLContext:
-        return ssl_context(self.settings, False, variant)
+    def client_context(self, variant: str, quiet: bool = False) -> ssl.SSLContext:
+        return ssl_context(self.settings, False, variant, quiet)
 
-    def server_context(self, client_certificate: ssl.VerifyMode) -> ssl.SSLContext:
-        return ssl_context(self.settings, True, client_certificate)
+    def server_context(self, client_certificate: ssl.VerifyMode, quiet: bool = False) -> ssl.SSLContext:
+        return ssl_context(self.settings, True, client_certificate, quiet)
 
 
 def acquire(credential_use: int, auth_data: Mapping[str, Any] | None) -> TlsCredential:

@@ -20,26 +20,33 @@ CLOSED (close_notify produced), FAILED (any fatal error; the caller must delete)
 
 from __future__ import annotations
 
-import datetime
 import ssl
 import threading
 from dataclasses import dataclass
 
 from adapters import status as st
-from adapters.api import StreamSizes
+from adapters.api import SecBuffer, StreamSizes
+from adapters.constants import (
+    SECBUFFER_DATA,
+    SECBUFFER_EXTRA,
+    SECBUFFER_MISSING,
+    SECBUFFER_STREAM_HEADER,
+    SECBUFFER_STREAM_TRAILER,
+)
 from adapters.simulator.packages.base import NEVER
 from adapters.simulator.packages.tls_alerts import failure_status
 from adapters.simulator.packages.tls_config import VERIFY_NONE, TlsCredential
 from adapters.simulator.packages.tls_observer import ObservedSSLObject, Recorder
-from adapters.simulator.packages.tls_pki import timestamp_ticks
+from adapters.simulator.packages.tls_pki import certificate_expiry
 from adapters.simulator.packages.tls_records import (
     CERTIFICATE_REQUEST,
     CHANGE_CIPHER_SPEC_CONTENT,
+    CONTENT_TYPES,
     HANDSHAKE_CONTENT,
     HEADER_SIZE,
+    MAX_RECORD_BODY,
     FramingError,
     frame,
-    record_length,
     scan_handshake,
 )
 
@@ -49,6 +56,12 @@ PHASE_NAMES = ("handshake", "established", "stalled", "peer-closed", "shutdown",
 MAX_MESSAGE = 16384  # TLS plaintext fragment limit, cbMaximumMessage (MSG-1)
 _READ_SIZE = MAX_MESSAGE + 1024
 _FATAL = 2
+_OK = st.SEC_E_OK
+_EMPTY_RECORD = -1  # internal marker: a record without plaintext that is not a close
+_INCOMPLETE = st.SEC_E_INCOMPLETE_MESSAGE
+_INVALID_PARAMETER = st.SEC_E_INVALID_PARAMETER
+_BUFFER_TOO_SMALL = st.SEC_E_BUFFER_TOO_SMALL
+_EMPTY_TLS13_BODY = 17  # inner content type + AEAD tag
 _CLOSE_NOTIFY = 0
 
 
@@ -62,18 +75,6 @@ class Leg:
     extra: int = 0  # unconsumed trailing input bytes (SCH-23)
     missing: int = 0  # bytes still needed with SEC_E_INCOMPLETE_MESSAGE (SCH-21)
     final: bool = False  # the handshake (or post-handshake exchange) completed
-
-
-@dataclass(slots=True)
-class Unwrapped:
-    """Result of one DecryptMessage on bytes (MSG-4..9)."""
-
-    status: int
-    header: bytes = b""
-    data: bytes = b""
-    trailer: bytes = b""
-    extra: int = 0
-    missing: int = 0
 
 
 def _stream_sizes(cipher: tuple[str, str, int] | None) -> StreamSizes:
@@ -103,14 +104,20 @@ class TlsConnection:
         "_certificate_request_answered",
         "_consumed_prefix",
         "_handshake_carry",
+        "_header_size",
         "_incoming",
         "_lock",
+        "_loud",
         "_outgoing",
         "_pending_output",
+        "_read",
         "_recorder",
         "_scan_plaintext",
         "_sizes",
         "_sslobj",
+        "_stall_message",
+        "_tls13",
+        "_write",
         "client_certificate_mode",
         "credential",
         "failure",
@@ -151,6 +158,14 @@ class TlsConnection:
         self._certificate_request_answered = False
         self._consumed_prefix = b""
         self._pending_output = b""
+        self._stall_message = b""
+        self._header_size = HEADER_SIZE
+        self._loud = True  # the message callback is on (handshake phase)
+        self._tls13 = False
+        # The C-level read/write skip a Python wrapper frame per record.
+        raw = getattr(sslobj, "_sslobj", sslobj)
+        self._read = raw.read
+        self._write = raw.write
         # Client without a certificate: watch plaintext records for a CertificateRequest.
         self._scan_plaintext = not server and not credential.has_certificate
         self._handshake_carry = 0
@@ -191,10 +206,9 @@ class TlsConnection:
         if self.server:
             return self.credential.expiry if self.credential.expiry is not None else NEVER
         if not self.manual_validation:
-            peer = self._sslobj.getpeercert()
-            if peer and "notAfter" in peer:
-                seconds = ssl.cert_time_to_seconds(str(peer["notAfter"]))
-                return timestamp_ticks(datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc))
+            der = self._sslobj.getpeercert(binary_form=True)
+            if der:
+                return certificate_expiry(der)
         return NEVER
 
     def stream_sizes(self) -> tuple[int, StreamSizes | None]:
@@ -223,7 +237,7 @@ class TlsConnection:
             if phase == HANDSHAKE:
                 return self._handshake(data, credential)
             if phase == STALLED:
-                return self._resume()
+                return self._resume(data)
             if phase == SHUTDOWN:
                 return self._close()
             if phase == FAILED:
@@ -290,10 +304,31 @@ class TlsConnection:
         output = self._outgoing.read()
         extra = len(view) - position
         if done:
-            self.phase = ESTABLISHED
-            recorder.established = True
+            self._established()
             return Leg(st.SEC_E_OK, output, extra=extra, final=True)
         return Leg(st.SEC_I_CONTINUE_NEEDED, output, extra=extra)
+
+    def _established(self) -> None:
+        self.phase = ESTABLISHED
+        self._recorder.established = True
+        self._tls13 = self._sslobj.version() == "TLSv1.3"
+        self._sizes = _stream_sizes(self._sslobj.cipher())
+        self._header_size = self._sizes.header
+        # A TLS 1.3 client keeps the message callback for its first DecryptMessage, so
+        # the server's first NewSessionTicket is reported byte-exact (MSG-8); everybody
+        # else switches to the callback-free twin context now (see _quiet_down).
+        if self.server or not self._tls13:
+            self._quiet_down()
+
+    def _quiet_down(self) -> None:
+        """Move the connection to the identical SSLContext without message callback."""
+        if self._loud:
+            if self.server:
+                twin = self.credential.server_context(self.client_certificate_mode, quiet=True)
+            else:
+                twin = self.credential.client_context(self.variant, quiet=True)
+            self._sslobj.context = twin
+            self._loud = False
 
     def _certificate_request_ahead(self, record: memoryview) -> bool:
         """Does this plaintext record carry a CertificateRequest we cannot answer?"""
@@ -308,11 +343,14 @@ class TlsConnection:
             self._scan_plaintext = False
         return found
 
-    def _resume(self) -> Leg:
+    def _resume(self, data: bytes) -> Leg:
         """The ISC/ASC that consumes a post-handshake message (MSG-9, C.4 #4).
 
         OpenSSL already processed the message inside DecryptMessage; this call releases
         the stall and returns whatever OpenSSL queued in reply (a KeyUpdate answer).
+        The caller may pass the DATA buffer DecryptMessage returned (current docs) or,
+        as older docs say, the bytes after it: those are TLS records this call does not
+        consume, so they come back as EXTRA for DecryptMessage.
         """
         try:
             self._sslobj.do_handshake()
@@ -323,7 +361,15 @@ class TlsConnection:
         self.phase = ESTABLISHED
         output = self._pending_output + self._outgoing.read()
         self._pending_output = b""
-        return Leg(st.SEC_E_OK, output, final=True)
+        extra = 0
+        if data and data != self._stall_message:
+            try:
+                if frame(data, limit=1).ends:
+                    extra = len(data)
+            except FramingError:
+                pass
+        self._stall_message = b""
+        return Leg(st.SEC_E_OK, output, extra=extra, final=True)
 
     def _close(self) -> Leg:
         """SHUT-2: produce close_notify.  SEC_I_CONTEXT_EXPIRED when the peer already
@@ -378,83 +424,143 @@ class TlsConnection:
             return st.SEC_E_INVALID_HANDLE
         return st.SEC_E_CONTEXT_EXPIRED  # stalled, closing, closed, failed (MSG-9, C.4 #4/#5)
 
-    def encrypt(self, plaintext: bytes, header_room: int, trailer_room: int) -> tuple[int, bytes, bytes, bytes]:
-        """EncryptMessage on bytes: (status, header, ciphertext body, trailer)."""
+    # The two record calls below write straight into the caller's SecBuffers: they are
+    # the hot path of every TLS user, and each avoided allocation or call shows.
+
+    def encrypt_into(self, header: SecBuffer | None, data: SecBuffer, trailer: SecBuffer | None) -> int:
+        """EncryptMessage in place (MSG-2/3): HEADER, ciphertext in DATA, TRAILER."""
+        plaintext = data.data
+        if data.size is not None and data.size != len(plaintext):
+            plaintext = plaintext[: data.size]
+        if type(plaintext) is not bytes:
+            plaintext = bytes(plaintext)
+        count = len(plaintext)
         with self._lock:
-            status = self._record_layer_status()
-            if status != st.SEC_E_OK:
-                return status, b"", b"", b""
+            if self.phase != ESTABLISHED:
+                return self._record_layer_status()
             sizes = self._sizes
-            if sizes is None:
-                sizes = self._sizes = _stream_sizes(self._sslobj.cipher())
-            if len(plaintext) > sizes.maximum_message:
-                return st.SEC_E_INVALID_PARAMETER, b"", b"", b""
-            if header_room < sizes.header or trailer_room < sizes.trailer:
-                return st.SEC_E_BUFFER_TOO_SMALL, b"", b"", b""
-            if not plaintext:
-                # OpenSSL does not emit empty application-data records.
-                return st.SEC_E_OK, b"", b"", b""
+            assert sizes is not None
+            if count > MAX_MESSAGE:
+                return _INVALID_PARAMETER
+            if (
+                header is None
+                or trailer is None
+                or (len(header.data) if header.size is None else header.size) < sizes.header
+                or (len(trailer.data) if trailer.size is None else trailer.size) < sizes.trailer
+            ):
+                return _BUFFER_TOO_SMALL
+            if not count:
+                # OpenSSL does not emit empty application records: nothing to send.
+                header.data, header.size, trailer.data, trailer.size = b"", 0, b"", 0
+                return _OK
             try:
-                self._sslobj.write(plaintext)
+                self._write(plaintext)
             except ssl.SSLError:
                 self.phase = FAILED
                 self.failure = st.SEC_E_CONTEXT_EXPIRED
-                return st.SEC_E_CONTEXT_EXPIRED, b"", b"", b""
+                return st.SEC_E_CONTEXT_EXPIRED
             record = self._outgoing.read()
-            split = sizes.header + len(plaintext)
-            return st.SEC_E_OK, record[: sizes.header], record[sizes.header : split], record[split:]
+        cut = sizes.header
+        split = cut + count
+        header.data = record[:cut]
+        header.size = cut
+        data.data = record[cut:split]
+        data.size = count
+        trailer.data = record[split:]
+        trailer.size = len(record) - split
+        return _OK
 
-    def decrypt(self, data: bytes) -> Unwrapped:
-        """DecryptMessage on bytes: one record per call, the rest is EXTRA."""
+    def decrypt_into(self, source: SecBuffer, plain: SecBuffer, tail: SecBuffer, rest: SecBuffer) -> int:
+        """DecryptMessage in place, one record per call (MSG-4..9, OQ-21).
+
+        On success ``source`` becomes STREAM_HEADER, ``plain`` DATA (the plaintext, or
+        the handshake message with SEC_I_RENEGOTIATE), ``tail`` STREAM_TRAILER and
+        ``rest`` EXTRA when more bytes follow.  With SEC_E_INCOMPLETE_MESSAGE ``plain``
+        becomes MISSING and nothing else changes.
+        """
+        data = source.data
+        if source.size is not None and source.size != len(data):
+            data = data[: source.size]
+        if type(data) is not bytes:
+            data = bytes(data)
+        size = len(data)
         with self._lock:
-            status = self._record_layer_status()
-            if status != st.SEC_E_OK:
-                return Unwrapped(status)
+            if self.phase != ESTABLISHED:
+                return self._record_layer_status()
+            if size < HEADER_SIZE:
+                plain.type, plain.data, plain.size = SECBUFFER_MISSING, b"", HEADER_SIZE - size
+                return _INCOMPLETE
+            content_type = data[0]
+            length = HEADER_SIZE + ((data[3] << 8) | data[4])
+            if content_type not in CONTENT_TYPES or data[1] != 3 or length > HEADER_SIZE + MAX_RECORD_BODY:
+                return st.SEC_E_INVALID_TOKEN  # not a TLS record: nothing consumed
+            if length > size:
+                plain.type, plain.data, plain.size = SECBUFFER_MISSING, b"", length - size
+                return _INCOMPLETE
+            self._incoming.write(data if length == size else data[:length])
             try:
-                length = record_length(data, 0)
-            except FramingError:
-                return Unwrapped(st.SEC_E_INVALID_TOKEN)
-            if length is None:
-                return Unwrapped(st.SEC_E_INCOMPLETE_MESSAGE, missing=HEADER_SIZE - len(data))
-            if length > len(data):
-                return Unwrapped(st.SEC_E_INCOMPLETE_MESSAGE, missing=length - len(data))
-            record = data[:length]
-            self._incoming.write(record)
-            recorder = self._recorder
-            try:
-                plaintext = self._sslobj.read(_READ_SIZE)
+                payload = self._read(_READ_SIZE)
+                status = _OK
             except ssl.SSLWantReadError:
-                plaintext = b""  # empty record, or a non-application message (below)
+                status, payload = self._no_application_data(content_type, length)
             except ssl.SSLZeroReturnError:
-                plaintext = b""
-                recorder.alert_received = (1, _CLOSE_NOTIFY)
+                payload = b""
+                status = _OK
             except ssl.SSLError as error:
-                status = failure_status(error, recorder.alert_sent, recorder.alert_received)
-                self.phase = FAILED
-                self.failure = status
-                self._outgoing.read()  # OpenSSL's alert; DecryptMessage has no output for it
-                return Unwrapped(status)
-            if not plaintext and recorder.alert_received is not None and recorder.alert_received[1] == _CLOSE_NOTIFY:
-                # SHUT-3: the peer's close_notify (CPython's read() returns b"" for it).
-                self.peer_closed = True
-                self.phase = PEER_CLOSED
-                return self._unwrapped(st.SEC_I_CONTEXT_EXPIRED, record, b"", len(data) - length)
-            if recorder.post_handshake:
-                # MSG-8/9: hand the message back for ISC/ASC; records stall until then.
-                message = b"".join(recorder.post_handshake)
-                recorder.post_handshake.clear()
-                self.phase = STALLED
-                self._pending_output += self._outgoing.read()
-                return self._unwrapped(st.SEC_I_RENEGOTIATE, record, message, len(data) - length)
-            return self._unwrapped(st.SEC_E_OK, record, plaintext, len(data) - length)
+                return self._record_failure(error)
+            if status == _EMPTY_RECORD:
+                status = _OK  # MSG-5: success with an empty plaintext
+            elif status == _OK:
+                if not payload:
+                    # SHUT-3: the peer's close_notify (CPython's read() returns b"" for it).
+                    self.peer_closed = True
+                    self.phase = PEER_CLOSED
+                    status = st.SEC_I_CONTEXT_EXPIRED
+                elif self._loud:
+                    self._quiet_down()
+            cut = self._header_size
+        if cut > length:
+            cut = length
+        end = cut + len(payload)
+        if end > length:
+            end = length
+        source.type, source.data, source.size = SECBUFFER_STREAM_HEADER, data[:cut], cut
+        plain.type, plain.data, plain.size = SECBUFFER_DATA, payload, len(payload)
+        tail.type, tail.data, tail.size = SECBUFFER_STREAM_TRAILER, data[end:length], length - end
+        if size > length:
+            rest.type, rest.data, rest.size = SECBUFFER_EXTRA, b"", size - length
+        return status
 
-    def _unwrapped(self, status: int, record: bytes, plaintext: bytes, extra: int) -> Unwrapped:
-        sizes = self._sizes
-        if sizes is None:
-            sizes = self._sizes = _stream_sizes(self._sslobj.cipher())
-        header_size = min(sizes.header, len(record))
-        trailer_start = min(len(record), header_size + len(plaintext))
-        return Unwrapped(status, record[:header_size], plaintext, record[trailer_start:], extra)
+    def _record_failure(self, error: ssl.SSLError) -> int:
+        recorder = self._recorder
+        status = failure_status(error, recorder.alert_sent, recorder.alert_received)
+        self.phase = FAILED
+        self.failure = status
+        self._outgoing.read()  # OpenSSL's alert; DecryptMessage has no output for it
+        return status
+
+    def _no_application_data(self, content_type: int, length: int) -> tuple[int, bytes]:
+        """A record that produced no plaintext: an empty application-data record (MSG-5)
+        or a post-handshake handshake message (MSG-8)."""
+        if self._loud:
+            messages = self._recorder.post_handshake
+            handshake = bool(messages)
+            message = b"".join(messages)
+            messages.clear()
+            self._quiet_down()
+        else:
+            # Without the callback the record itself tells: a TLS 1.2 handshake record,
+            # or a TLS 1.3 record longer than an empty one (content type + 16-byte tag;
+            # OpenSSL-style peers do not pad).  The message bytes are not available.
+            body = length - HEADER_SIZE
+            handshake = content_type == HANDSHAKE_CONTENT or (self._tls13 and body > _EMPTY_TLS13_BODY)
+            message = b""
+        if not handshake:
+            return _EMPTY_RECORD, b""
+        self.phase = STALLED
+        self._stall_message = message
+        self._pending_output += self._outgoing.read()
+        return st.SEC_I_RENEGOTIATE, message
 
     def release(self) -> None:
         """DeleteSecurityContext: drop OpenSSL state; later use reports CONTEXT_EXPIRED."""

@@ -58,6 +58,19 @@ def timestamp_ticks(moment: datetime.datetime) -> int:
     return max(0, seconds) * _TICKS_PER_SECOND
 
 
+_expiry_cache: dict[bytes, int] = {}
+
+
+def certificate_expiry(der: bytes) -> int:
+    """notAfter of a DER certificate as a TimeStamp; parsed once per certificate."""
+    ticks = _expiry_cache.get(der)
+    if ticks is None:
+        ticks = timestamp_ticks(x509.load_der_x509_certificate(der).not_valid_after_utc)
+        if len(_expiry_cache) < 256:  # peers in a test run are few; stay bounded anyway
+            _expiry_cache[der] = ticks
+    return ticks
+
+
 def _not_after(leaf: trustme.LeafCert) -> datetime.datetime:
     cert = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes())
     return cert.not_valid_after_utc
