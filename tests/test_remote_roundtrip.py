@@ -191,6 +191,11 @@ def handshake_sequence(a: Adapter, mode: str) -> list[Any]:
     msg = [SecBuffer(1, b"hello")]
     r.note("encrypt", st.name_of(a.encrypt_message(c1.new_context, 0, msg)), buffers_view(msg))
 
+    try:
+        r.note("complete_auth_token", st.name_of(a.complete_auth_token(c1.new_context, [SecBuffer(SECBUFFER_TOKEN)])))
+    except Unsupported:
+        r.note("complete_auth_token", "unsupported")
+
     # misuse the simulator answers with refusals and caller violations
     r.note("no-callback", st.name_of(a.set_async_notify_callback(ctx, None, None)),
            st.name_of(a.acquire_credentials_handle_async(ctx, None, "Sim", SECPKG_CRED_OUTBOUND, None, CallOutputs())))

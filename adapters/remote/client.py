@@ -432,6 +432,13 @@ class RemoteAdapter(Adapter):
         self._buffers_back(res, buffers, "apply_control_token")
         return status
 
+    def complete_auth_token(self, context: Handle | None, buffers: list[SecBuffer]) -> int:
+        res = self._call("complete_auth_token", {"context": self._h(context),
+                                                 "buffers": codec.encode_buffers(buffers)})
+        status = self._status(res, "complete_auth_token")
+        self._buffers_back(res, buffers, "complete_auth_token")
+        return status
+
     # ---- raw access ------------------------------------------------------------------------
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         """Send any method (extensions, tests); -32601 raises Unsupported."""

@@ -143,6 +143,7 @@ class Session:
             "encrypt_message": self.encrypt_message,
             "decrypt_message": self.decrypt_message,
             "apply_control_token": self.apply_control_token,
+            "complete_auth_token": self.complete_auth_token,
             "diagnostics": self.diagnostics,
         }
         if adapter.control is not None:
@@ -353,6 +354,12 @@ class Session:
         context = self._resolve(self.secctxs, params.get("context"))
         buffers = self._buffers(params, "buffers") or []
         status = self.adapter.apply_control_token(context, buffers)
+        return {"status": status & codec.U32, "buffers": codec.encode_buffers(buffers)}
+
+    def complete_auth_token(self, params: Mapping[str, Any]) -> Any:
+        context = self._resolve(self.secctxs, params.get("context"))
+        buffers = self._buffers(params, "buffers") or []
+        status = self.adapter.complete_auth_token(context, buffers)
         return {"status": status & codec.U32, "buffers": codec.encode_buffers(buffers)}
 
     # ---- diagnostics and completion control ------------------------------------------------
