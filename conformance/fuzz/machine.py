@@ -50,6 +50,14 @@ SETUPS: tuple[tuple[Any, str] | None, ...] = (None, ("name", ""), (7, ""), ("nam
 AIM = hs.integers(0, 3)
 
 
+class _Crashed:
+    def __repr__(self) -> str:
+        return "an exception"
+
+
+CRASHED: Any = _Crashed()
+
+
 class AsyncSspiMachine(RuleBasedStateMachine):
     """Random call sequences over async contexts, credentials and security contexts."""
 
@@ -84,6 +92,7 @@ class AsyncSspiMachine(RuleBasedStateMachine):
             target.control.set_mode("deferred")
         self.compare_completions = cfg.package.lower() == "sim"
         self.diverged = False
+        self.crash: str | None = None  # what the last implementation call raised
         self.counter = 0
         self.roles: dict[str, tuple[str, str, str]] = {}  # context name -> (role, peer, cred)
         self.last_token: dict[str, str] = {}  # context name -> name of its latest output token
@@ -98,6 +107,8 @@ class AsyncSspiMachine(RuleBasedStateMachine):
 
     def _fail(self, requirement: str, message: str) -> None:
         """Stop this run with a finding (or quietly, if the campaign already has this one)."""
+        if self.crash is not None:
+            message, self.crash = self.crash, None
         self.diverged = True
         finding = ContractFinding(requirement, message, len(self.run.steps))
         if requirement in self.config.ignore:
@@ -105,16 +116,24 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         self.run.finding = finding
         raise finding
 
-    def _call(self, requirement: str, what: str, fn: Any, *args: Any) -> Any:
-        """Call the implementation; an exception is a finding against ``requirement``."""
+    def _call(self, what: str, fn: Any, *args: Any) -> Any:
+        """Call the implementation; an exception gives :data:`CRASHED` (never equal to an answer).
+
+        The rule records its step first and then fails, so the emitted scenario ends with
+        the call that crashed.
+        """
         self.run.calls += 1
         try:
             return fn(*args)
         except ContractFinding:
             raise
         except Exception as exc:  # an implementation must answer, never raise (or crash)
-            self._fail(requirement, f"{what} raised {exc!r}")
-            return None
+            self.crash = f"{what} raised {exc!r}"
+            return CRASHED
+
+    def _crashed(self, requirement: str) -> None:
+        if self.crash is not None:
+            self._fail(requirement, "")
 
     def _ref_state(self, name: str) -> State:
         return self.r.actx[name].state  # type: ignore[attr-defined]
@@ -131,9 +150,10 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         name = self._name("a")
         if self.diverged:
             return name
-        handle = self._call("CTX-1", "SspiCreateAsyncContext", self.t.adapter.create_async_context)
+        handle = self._call("SspiCreateAsyncContext", self.t.adapter.create_async_context)
         self.r.actx[name] = self.r.adapter.create_async_context()
         self._record({"create": name})
+        self._crashed("CTX-1")
         if handle is None:
             self._fail("CTX-1", "SspiCreateAsyncContext returned NULL with no memory pressure")
         self.t.actx[name] = handle
@@ -152,7 +172,6 @@ class AsyncSspiMachine(RuleBasedStateMachine):
             return
         value = a if data == "name" else data
         got = self._call(
-            rule_requirement(state, Event.SET_CALLBACK, "NOTIFY-2"),
             "SspiSetAsyncNotifyCallback",
             self.t.adapter.set_async_notify_callback,
             self.t.actx[a],
@@ -178,7 +197,6 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         if self.diverged or not self._allowed(state, Event.CLEAR_CALLBACK):
             return
         got = self._call(
-            rule_requirement(state, Event.CLEAR_CALLBACK, "NOTIFY-5"),
             "SspiSetAsyncNotifyCallback(NULL)",
             self.t.adapter.set_async_notify_callback,
             self.t.actx[a],
@@ -200,14 +218,13 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         if self.diverged or not self.has_notify or not self._allowed(state, Event.READ):
             return
         got = self._call(
-            rule_requirement(state, Event.READ, "OQ-4"),
             "SspiAsyncContextRequiresNotify",
             self.t.adapter.async_context_requires_notify,
             self.t.actx[a],
         )
         want = self.r.adapter.async_context_requires_notify(self.r.actx[a])
         self._record({"requires_notify": a, "expect": bool(want)})
-        if bool(got) != bool(want):
+        if got is CRASHED or bool(got) != bool(want):
             self._fail(rule_requirement(state, Event.READ, "OQ-4"), mismatch(f"requires-notify of {a}", want, got))
 
     @rule(a=actxs)
@@ -219,7 +236,7 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         if self.diverged or not self._allowed(state, Event.READ):
             return
         requirement = status_requirement(state)
-        got = self._call(requirement, "SspiGetAsyncCallStatus", self.t.adapter.get_async_call_status, self.t.actx[a])
+        got = self._call("SspiGetAsyncCallStatus", self.t.adapter.get_async_call_status, self.t.actx[a])
         want = self.r.adapter.get_async_call_status(self.r.actx[a])
         self._record({"status": a, "expect": st.name_of(want)})
         if got != want:
@@ -234,7 +251,7 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         if self.diverged or not self._allowed(state, Event.REINIT):
             return
         requirement = rule_requirement(state, Event.REINIT, "REINIT-1")
-        got = self._call(requirement, "SspiReinitAsyncContext", self.t.adapter.reinit_async_context, self.t.actx[a])
+        got = self._call("SspiReinitAsyncContext", self.t.adapter.reinit_async_context, self.t.actx[a])
         want = self.r.adapter.reinit_async_context(self.r.actx[a])
         self._record({"reinit": a, "expect": st.name_of(want)})
         if got != want:
@@ -250,9 +267,10 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         if self.diverged or not self._allowed(state, Event.FREE):
             return
         requirement = rule_requirement(state, Event.FREE, "FREE-1")
-        self._call(requirement, "SspiFreeAsyncContext", self.t.adapter.free_async_context, self.t.actx[a])
+        self._call("SspiFreeAsyncContext", self.t.adapter.free_async_context, self.t.actx[a])
         self.r.adapter.free_async_context(self.r.actx[a])
         self._record({"free": a})
+        self._crashed(requirement)
 
     @rule(a=freed, call=hs.sampled_from(("free", "status", "set_callback", "reinit", "queue")))
     def use_after_free(self, a: str, call: str) -> None:
@@ -405,11 +423,10 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         if not self._allowed(state, event):
             return
         requirement = rule_requirement(state, event, "CALL-2")
-        result = self._call(requirement, f"the {op} queueing call", call, self.t)
+        result = self._call(f"the {op} queueing call", call, self.t)
         want, r_entry = call(self.r)
         self._record({op: spec, "expect": st.name_of(want)})
-        if result is None:
-            return
+        self._crashed(requirement)
         got, t_entry = result
         if got != want:
             self._fail(requirement, mismatch(f"queue {op} on {a} ({state.value})", want, got))
@@ -489,8 +506,9 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         assert t_control is not None and r_control is not None
         self._record({"complete": step})
         for name in names:
-            self._call("CTX-8", f"completing {name}", t_control.complete, self.t.actx[name])
+            self._call(f"completing {name}", t_control.complete, self.t.actx[name])
             r_control.complete(self.r.actx[name])
+            self._crashed(status_requirement(before[name]))
         self._settle(names, before)
 
     @precondition(lambda self: self.controlled and not self.diverged)
