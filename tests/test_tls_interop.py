@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from adapters import status as st
+from adapters.api import SecBuffer
 from adapters.constants import ASC_REQ, SECBUFFER_TOKEN
 from adapters.simulator.packages.base import PackageProfile
 from adapters.simulator.packages.tls import TlsPackage
@@ -94,8 +95,6 @@ class Wire:
 
     def close(self, package: TlsPackage, side: Endpoint) -> None:
         """SHUT-2: ApplyControlToken(SCHANNEL_SHUTDOWN), then an ISC/ASC with no input."""
-        from adapters.api import SecBuffer
-
         assert package.apply_control_token(side.context, [SecBuffer(t, d) for t, d in SHUTDOWN]) == st.SEC_E_OK
         leg = side.leg(None if not side.server else b"")
         assert leg.status in (st.SEC_E_OK, st.SEC_I_CONTEXT_EXPIRED)

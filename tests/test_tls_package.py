@@ -551,7 +551,9 @@ def test_new_session_ticket_renegotiate_path(user: TlsPackage) -> None:
     leg = client.leg(opened.data)
     assert leg.status == st.SEC_E_OK and leg.token == b""
     second = client.open(tail)
-    assert second.status == st.SEC_I_RENEGOTIATE  # the second ticket
+    # The second ticket arrives after the record layer went callback-free: it is
+    # recognised from its record, without the message bytes (docs/tls.md).
+    assert second.status == st.SEC_I_RENEGOTIATE and second.data == b""
     assert client.leg(second.data).status == st.SEC_E_OK
     plain, rest, status = client.receive(tail[len(tail) - second.extra :])
     assert (plain, rest, status) == (b"after tickets", b"", st.SEC_E_OK)
@@ -674,3 +676,105 @@ def test_missing_goes_into_the_empty_slot(user: TlsPackage) -> None:
     assert (r.status, r.context) == (st.SEC_E_INCOMPLETE_MESSAGE, None)
     assert inputs[1].type == SECBUFFER_MISSING and inputs[1].cb == 1  # SCH-21/25
     assert inputs[0].type == SECBUFFER_TOKEN and out[0].cb == 0
+
+
+def test_renegotiate_leg_given_the_following_records(user: TlsPackage) -> None:
+    """Older docs pass the bytes after the message (the EXTRA) to ISC: the leg consumes
+    none of them and hands them back as EXTRA for DecryptMessage (MSG-9)."""
+    client, server, pending = established(user, "tls1.3")
+    data = pending + server.seal(b"behind the ticket")
+    opened = client.open(data)
+    assert opened.status == st.SEC_I_RENEGOTIATE
+    tail = data[len(data) - opened.extra :]
+    leg = client.leg(tail)
+    assert leg.status == st.SEC_E_OK and leg.extra == len(tail)
+    assert client.receive(tail)[0] == b"behind the ticket"
+
+
+def test_empty_plaintext_encrypts_to_nothing(user: TlsPackage) -> None:
+    client, server, _ = established(user, "tls1.2")
+    buffers = [
+        SecBuffer(SECBUFFER_STREAM_HEADER, size=13),
+        SecBuffer(SECBUFFER_DATA, b""),
+        SecBuffer(SECBUFFER_STREAM_TRAILER, size=16),
+        SecBuffer(SECBUFFER_EMPTY),
+    ]
+    assert user.encrypt(client.context, 0, buffers) == st.SEC_E_OK
+    assert (buffers[0].cb, buffers[1].cb, buffers[2].cb) == (0, 0, 0)
+    assert server.receive(client.seal(b"still in sequence"))[0] == b"still in sequence"
+
+
+def test_decrypt_rejects_non_records(user: TlsPackage) -> None:
+    client, server, _ = established(user, "tls1.2")
+    assert server.open(b"HTTP/1.1 200 OK\r\n").status == st.SEC_E_INVALID_TOKEN
+    assert server.receive(client.seal(b"unharmed"))[0] == b"unharmed"  # nothing was consumed
+
+
+def test_alpn_is_negotiated(user: TlsPackage) -> None:
+    client, server, _ = established(
+        user, "tls1.3", client_auth={"alpn": ["h2", "http/1.1"]}, server_auth={"alpn": ["http/1.1"]}
+    )
+    assert user.query_attributes(client.context, 35) == (st.SEC_E_OK, "http/1.1")
+    status, info = user.query_attributes(server.context, 0x5A)
+    assert status == st.SEC_E_OK and info["protocol"] == "TLSv1.3"
+    assert user.query_attributes(server.context, 0x999)[0] == st.SEC_E_UNSUPPORTED_FUNCTION
+
+
+@pytest.mark.parametrize("completion", ["deferred", "threaded"])
+def test_through_the_simulator_adapter(completion: str) -> None:
+    """The package behind the async API: ACH/ISC/ASC queued, completed, statuses read."""
+    import threading
+
+    from adapters.api import CallOutputs
+    from adapters.simulator import SimulatorAdapter
+
+    adapter = SimulatorAdapter(completion=completion, kernel_mode=False, max_delay_ms=0.5)
+    done = threading.Event()
+
+    def call(queue: object, *args: object) -> tuple[int, CallOutputs]:
+        ctx = adapter.create_async_context()
+        adapter.set_async_notify_callback(ctx, lambda _c, _d: done.set(), None)
+        done.clear()
+        outputs = args[-1] if isinstance(args[-1], CallOutputs) else CallOutputs()
+        assert queue(ctx, *args) == st.SEC_E_OK  # type: ignore[operator]
+        if completion == "deferred":
+            adapter.control.complete_all()
+        assert done.wait(5)
+        status = adapter.get_async_call_status(ctx)
+        adapter.free_async_context(ctx)
+        return status, outputs
+
+    def token_out() -> CallOutputs:
+        return CallOutputs(output=[SecBuffer(SECBUFFER_TOKEN, size=0), SecBuffer(SECBUFFER_ALERT, size=0)])
+
+    status, c_cred = call(adapter.acquire_credentials_handle_async, None, "schannel", 2, {}, CallOutputs())
+    assert status == st.SEC_E_OK
+    status, s_cred = call(
+        adapter.acquire_credentials_handle_async, None, "SCHANNEL", 1, {"certificate": "server"}, CallOutputs()
+    )
+    assert status == st.SEC_E_OK
+    isc = adapter.initialize_security_context_async
+    asc = adapter.accept_security_context_async
+    status, out = call(isc, c_cred.credential, None, "server.test", DEFAULT_ISC_REQ, None, token_out())
+    client = out.new_context
+    token = out.output[0].data  # type: ignore[index]
+    server = None
+    while True:
+        inp = [SecBuffer(SECBUFFER_TOKEN, token), SecBuffer(SECBUFFER_EMPTY)]
+        status, out = call(asc, s_cred.credential, server, inp, DEFAULT_ASC_REQ, token_out())
+        server, token = out.new_context, out.output[0].data  # type: ignore[index]
+        if status == st.SEC_E_OK:
+            break
+        assert status == st.SEC_I_CONTINUE_NEEDED
+        inp = [SecBuffer(SECBUFFER_TOKEN, token), SecBuffer(SECBUFFER_EMPTY)]
+        status, out = call(isc, None, client, None, DEFAULT_ISC_REQ, inp, token_out())
+        token = out.output[0].data  # type: ignore[index]
+        assert status in (st.SEC_E_OK, st.SEC_I_CONTINUE_NEEDED)
+    assert adapter.query_context_attributes(client, SECPKG_ATTR_STREAM_SIZES)[0] == st.SEC_E_OK
+    shutdown = [SecBuffer(SECBUFFER_TOKEN, SHUTDOWN_TOKEN)]
+    assert adapter.apply_control_token(server, shutdown) == st.SEC_E_OK  # user profile
+    status, out = call(asc, None, server, None, DEFAULT_ASC_REQ, token_out())
+    assert status == st.SEC_E_OK and out.output[0].data  # type: ignore[index]  # close_notify
+    for handle in (client, server):
+        assert call(adapter.delete_security_context_async, handle)[0] == st.SEC_E_OK
+    adapter.close()
