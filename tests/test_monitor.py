@@ -1,0 +1,318 @@
+"""The contract monitor on the correct simulator, its API, and checks not covered by mutants."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from functools import partial
+from typing import Any
+
+import pytest
+from section_a_workload import DELIBERATE_MISUSE, Data, implementation_ids, run_workload
+
+from adapters import status as st
+from adapters.api import CallOutputs, Handle, Unsupported
+from adapters.constants import SECPKG_CRED_OUTBOUND
+from adapters.simulator.adapter import AsyncContext, SimulatorAdapter
+from conformance.monitor import ContractMonitor
+from conformance.results import TraceEvent, ViolationRecord
+
+OUT = SECPKG_CRED_OUTBOUND
+
+
+def _noop(actx: Any, data: Any) -> None:
+    pass
+
+
+def _signal(event: threading.Event, actx: Any, data: Any) -> None:
+    event.set()
+
+
+@pytest.fixture
+def deferred() -> ContractMonitor:
+    return ContractMonitor(SimulatorAdapter(completion="deferred"))
+
+
+# ---- the correct simulator -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["inline", "deferred", "threaded"])
+def test_no_implementation_violation_on_the_reference_simulator(mode: str) -> None:
+    sim = SimulatorAdapter(completion=mode, seed=7, max_delay_ms=1.0)
+    monitor = ContractMonitor(sim)
+    run_workload(monitor)
+    sim.close()
+    assert implementation_ids(monitor) == set(), [v for v in monitor.violations() if v.party == "implementation"]
+
+
+def test_deliberate_misuse_is_recorded_as_caller_violations() -> None:
+    sim = SimulatorAdapter(completion="deferred")
+    monitor = ContractMonitor(sim)
+    run_workload(monitor)
+    own = {v.requirement for v in monitor.violations() if v.party == "caller" and v.seq is not None}
+    assert own == DELIBERATE_MISUSE
+    reported = [v for v in monitor.violations() if v.seq is None]
+    assert reported and all("reported by the implementation" in v.message for v in reported)
+    # the simulator detected the same misuse on its side
+    assert DELIBERATE_MISUSE <= {v.requirement for v in reported}
+
+
+def test_threaded_callers_on_two_threads_stay_clean() -> None:
+    sim = SimulatorAdapter(completion="threaded", seed=3, max_delay_ms=0.5, workers=2)
+    monitor = ContractMonitor(sim)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(40):
+                done = threading.Event()
+                ctx = monitor.create_async_context()
+                monitor.set_async_notify_callback(ctx, partial(_signal, done), Data(f"{n}-{i}"))
+                out = CallOutputs()
+                assert monitor.acquire_credentials_handle_async(ctx, None, "Sim", OUT, None, out) == st.SEC_E_OK
+                assert done.wait(2.0)
+                assert monitor.get_async_call_status(ctx) == st.SEC_E_OK
+                monitor.reinit_async_context(ctx)
+                done.clear()
+                monitor.free_credentials_handle_async(ctx, out.credential)
+                assert done.wait(2.0)
+                monitor.free_async_context(ctx)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    monitor.finish()
+    sim.close()
+    assert not errors
+    assert implementation_ids(monitor) == set()
+    assert sum(1 for e in monitor.trace if e.kind == "callback") == 160
+
+
+# ---- the API the executor uses ---------------------------------------------------------------------
+
+
+def test_trace_records_calls_callbacks_and_statuses(deferred: ContractMonitor) -> None:
+    ctx = deferred.create_async_context()
+    deferred.set_async_notify_callback(ctx, _noop, "data")
+    out = CallOutputs()
+    deferred.acquire_credentials_handle_async(ctx, None, "Sim", OUT, {"user": "alice", "password": "pw"}, out)
+    assert deferred.control is not None
+    deferred.control.complete(ctx)
+    deferred.get_async_call_status(ctx)
+    deferred.free_async_context(ctx)
+    trace = deferred.trace
+    assert all(isinstance(e, TraceEvent) for e in trace)
+    assert [e.seq for e in trace] == sorted(e.seq for e in trace)
+    kinds = [(e.kind, e.op) for e in trace]
+    assert kinds == [
+        ("return", "create_async_context"),
+        ("return", "set_async_notify_callback"),
+        ("call", "acquire_credentials_handle_async"),
+        ("complete", "complete"),
+        ("callback", "acquire_credentials_handle_async"),
+        ("status", "get_async_call_status"),
+        ("call", "free_async_context"),
+    ]
+    assert {e.ctx for e in trace} == {"actx1"}
+    call = trace[2]
+    assert call.status == st.SEC_E_OK and call.args["package"] == "Sim"
+    assert call.args["auth_data"] == {"user": "alice", "password": "***"}  # secrets never reach reports
+    callback = trace[4]
+    assert callback.thread == threading.get_ident() and callback.status == st.SEC_E_OK
+    assert all(b.t >= a.t for a, b in itertools.pairwise(trace))
+
+
+def test_inline_callback_is_ordered_between_call_and_return() -> None:
+    monitor = ContractMonitor(SimulatorAdapter(completion="inline"))
+    ctx = monitor.create_async_context()
+    monitor.set_async_notify_callback(ctx, _noop, None)
+    monitor.acquire_credentials_handle_async(ctx, None, "Sim", OUT, None, CallOutputs())
+    kinds = [e.kind for e in monitor.trace if e.op == "acquire_credentials_handle_async"]
+    assert kinds == ["call", "callback", "return"]
+
+
+def test_name_labels_handles_in_trace_and_messages(deferred: ContractMonitor) -> None:
+    a = deferred.create_async_context()
+    b = deferred.create_async_context()
+    deferred.name(b, "server-ctx")
+    deferred.free_async_context(a)
+    deferred.free_async_context(a)  # double free: the message uses the label
+    labels = [e.ctx for e in deferred.trace if e.kind != "violation"]
+    assert labels[:2] == ["actx1", "server-ctx"]
+    double = [v for v in deferred.violations() if v.seq is not None]
+    assert double[0].requirement == "FREE-1" and "actx1" in double[0].message
+
+
+def test_callback_count_and_finish_flags_lost_callbacks() -> None:
+    class Silent(SimulatorAdapter):  # loses every callback
+        def _invoke(self, callback: Any, actx: AsyncContext, data: Any) -> None:
+            return
+
+    monitor = ContractMonitor(Silent(completion="threaded", max_delay_ms=0.1))
+    ctx = monitor.create_async_context()
+    monitor.set_async_notify_callback(ctx, _noop, None)
+    monitor.acquire_credentials_handle_async(ctx, None, "Sim", OUT, None, CallOutputs())
+    assert monitor.callback_count(ctx) == 0
+    started = time.monotonic()
+    monitor.finish(settle_s=0.05)
+    assert time.monotonic() - started < 1.0
+    lost = [v for v in monitor.violations() if v.requirement == "OQ-13"]
+    assert len(lost) == 1 and lost[0].party == "implementation"
+    monitor.finish(settle_s=0.0)  # idempotent: flagged once
+    assert len([v for v in monitor.violations() if v.requirement == "OQ-13"]) == 1
+
+
+def test_calls_still_queued_at_finish_are_not_lost(deferred: ContractMonitor) -> None:
+    ctx = deferred.create_async_context()
+    deferred.set_async_notify_callback(ctx, _noop, None)
+    deferred.acquire_credentials_handle_async(ctx, None, "Sim", OUT, None, CallOutputs())
+    deferred.finish(settle_s=0.0)
+    assert not [v for v in deferred.violations() if v.party == "implementation"]
+    assert any("still queued" in e.detail for e in deferred.trace)
+    assert deferred.control is not None
+    deferred.control.complete_all()
+    assert deferred.callback_count(ctx) == 1
+
+
+def test_trace_limit_keeps_the_last_events() -> None:
+    monitor = ContractMonitor(SimulatorAdapter(completion="inline"), trace_limit=5)
+    for _ in range(20):
+        ctx = monitor.create_async_context()
+        monitor.free_async_context(ctx)
+    trace = monitor.trace
+    assert len(trace) == 5
+    assert trace[-1].seq == 40 and trace[-1].op == "free_async_context"
+
+
+def test_violations_merge_implementation_diagnostics(deferred: ContractMonitor) -> None:
+    ctx = deferred.create_async_context()
+    deferred.free_async_context(ctx)
+    deferred.free_async_context(ctx)
+    records = deferred.violations()
+    assert all(isinstance(v, ViolationRecord) for v in records)
+    ours = [v for v in records if v.seq is not None]
+    theirs = [v for v in records if v.seq is None]
+    assert [v.requirement for v in ours] == ["FREE-1"] and ours[0].party == "caller"
+    assert [v.requirement for v in theirs] == ["FREE-1"] and "reported by the implementation" in theirs[0].message
+    assert deferred.violations() == records  # nothing lost by reading twice
+    deferred.inner.close()
+
+
+def test_leaks_reported_at_close_are_merged() -> None:
+    monitor = ContractMonitor(SimulatorAdapter(completion="deferred"))
+    monitor.create_async_context()
+    monitor.close()
+    assert [v.requirement for v in monitor.violations()] == ["CTX-6"]
+
+
+def test_unsupported_requires_notify_is_reraised_and_noted(deferred: ContractMonitor) -> None:
+    class NoRequiresNotify(SimulatorAdapter):
+        def async_context_requires_notify(self, ctx: Handle | None) -> bool:
+            raise Unsupported("SspiAsyncContextRequiresNotify (GEN-7)")
+
+    monitor = ContractMonitor(NoRequiresNotify(completion="deferred"))
+    ctx = monitor.create_async_context()
+    with pytest.raises(Unsupported):
+        monitor.async_context_requires_notify(ctx)
+    assert any("GEN-7" in e.detail for e in monitor.trace)
+
+
+# ---- checks the mutant catalogue does not exercise ---------------------------------------------------
+
+
+def test_ctx1_create_returning_a_live_context_is_flagged() -> None:
+    class Recycles(SimulatorAdapter):
+        _last: Handle | None = None
+
+        def create_async_context(self) -> Handle | None:
+            if self._last is None:
+                self._last = super().create_async_context()
+            return self._last
+
+    monitor = ContractMonitor(Recycles(completion="deferred"))
+    monitor.create_async_context()
+    monitor.create_async_context()
+    assert implementation_ids(monitor) == {"CTX-1"}
+
+
+def test_call20_accepted_reserved_parameters_are_flagged() -> None:
+    class IgnoresReserved(SimulatorAdapter):
+        def initialize_security_context_async(self, ctx: Any, *args: Any, **kwargs: Any) -> int:
+            kwargs.pop("reserved1", None)
+            kwargs.pop("reserved2", None)
+            return super().initialize_security_context_async(ctx, *args, **kwargs)
+
+    monitor = ContractMonitor(IgnoresReserved(completion="deferred"))
+    ctx = monitor.create_async_context()
+    monitor.set_async_notify_callback(ctx, _noop, None)
+    monitor.initialize_security_context_async(ctx, None, None, "t", 0, None, CallOutputs(), reserved2=7)
+    assert implementation_ids(monitor) == {"CALL-20"}
+    assert "CALL-20" in {v.requirement for v in monitor.violations() if v.party == "caller"}
+
+
+def test_call2_queue_on_a_foreign_handle_accepted_is_flagged() -> None:
+    class AcceptsAnything(SimulatorAdapter):
+        def free_credentials_handle_async(self, ctx: Handle | None, credential: Handle | None) -> int:
+            return st.SEC_E_OK if type(ctx) is not AsyncContext else super().free_credentials_handle_async(
+                ctx, credential)
+
+    monitor = ContractMonitor(AcceptsAnything(completion="deferred"))
+    monitor.free_credentials_handle_async("not-a-context", None)
+    assert implementation_ids(monitor) == {"CALL-2"}
+
+
+def test_reinit_of_null_reporting_success_is_flagged() -> None:
+    class ReinitAnything(SimulatorAdapter):
+        def reinit_async_context(self, ctx: Handle | None) -> int:
+            return st.STATUS_SUCCESS if ctx is None else super().reinit_async_context(ctx)
+
+    monitor = ContractMonitor(ReinitAnything(completion="deferred"))
+    monitor.reinit_async_context(None)
+    assert implementation_ids(monitor) == {"REINIT-4"}
+    assert "REINIT-7" in {v.requirement for v in monitor.violations() if v.party == "caller"}
+
+
+def test_callback_for_a_context_never_queued_is_flagged() -> None:
+    sim = SimulatorAdapter(completion="deferred")
+    monitor = ContractMonitor(sim)
+    ctx = monitor.create_async_context()
+    monitor.set_async_notify_callback(ctx, _noop, None)
+    assert type(ctx) is AsyncContext and ctx.callback is not None
+    ctx.callback(ctx, None)  # the implementation calls back out of the blue
+    assert implementation_ids(monitor) == {"OQ-13"}
+
+
+def test_final_status_before_callback_allows_reinit_either_way() -> None:
+    """Status final but callback not run yet: a reinit is not judged, the callback still owed."""
+    gate = threading.Event()
+
+    class SlowCallback(SimulatorAdapter):  # publishes the status, then dawdles before calling back
+        def _invoke(self, callback: Any, actx: AsyncContext, data: Any) -> None:
+            gate.wait(2.0)
+            super()._invoke(callback, actx, data)
+
+    monitor = ContractMonitor(SlowCallback(completion="threaded", max_delay_ms=0.0))
+    ctx = monitor.create_async_context()
+    seen: list[Any] = []
+    arrived = threading.Event()
+
+    def done(actx: Any, data: Any) -> None:
+        seen.append(data)
+        arrived.set()
+
+    monitor.set_async_notify_callback(ctx, done, "first")
+    monitor.acquire_credentials_handle_async(ctx, None, "Sim", OUT, None, CallOutputs())
+    deadline = time.monotonic() + 2.0
+    while monitor.get_async_call_status(ctx) == st.SEC_I_ASYNC_CALL_PENDING and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert st.nt_success(monitor.reinit_async_context(ctx))  # the simulator allows it here
+    gate.set()
+    assert arrived.wait(2.0) and seen == ["first"]
+    monitor.finish()
+    assert implementation_ids(monitor) == set()
+    assert monitor.callback_count(ctx) == 1
