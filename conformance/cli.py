@@ -95,6 +95,8 @@ def add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", dest="workers", metavar="N", help="parallel workers (pytest-xdist), or 'auto'")
     parser.add_argument("--report-dir", default="reports", metavar="DIR", help="report folder (default: reports)")
     parser.add_argument("--scenario-timeout-ms", type=int, metavar="MS", help="budget for every scenario")
+    parser.add_argument("--keep-trace", action="store_true", help="keep the call trace of passing scenarios too")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N", help="run every scenario N times")
     parser.add_argument("--strict", action="store_true",
                         help="should/may-level failures fail the run too (default: only must-level)")
 
@@ -127,6 +129,10 @@ def pytest_args(args: argparse.Namespace, paths: Sequence[Path]) -> list[str]:
         argv += ["-n", str(args.workers)]
     if args.scenario_timeout_ms is not None:
         argv += ["--scenario-timeout-ms", str(args.scenario_timeout_ms)]
+    if args.keep_trace:
+        argv.append("--keep-trace")
+    if args.repeat != 1:
+        argv += ["--repeat", str(args.repeat)]
     for path in paths:
         # Positional so pytest derives rootdir from the corpus; --scenarios so YAML there is
         # collected even when the folder is not called "scenarios".
@@ -187,6 +193,8 @@ def execute_run(args: argparse.Namespace, out: TextIO) -> RunOutcome:
         raise UsageError(f"-n expects a number of workers or 'auto', got {args.workers!r}")
     if args.scenario_timeout_ms is not None and args.scenario_timeout_ms <= 0:
         raise UsageError("--scenario-timeout-ms must be positive")
+    if args.repeat < 1:
+        raise UsageError("--repeat must be at least 1")
     check_adapter(args.adapter, options)
     report_dir = Path(args.report_dir).resolve()
     args.report_dir = report_dir
@@ -329,6 +337,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return int(code or 0)
 
 
+# ---- diff ----------------------------------------------------------------------------------------
+
+
+def add_diff(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="SCENARIO", help="scenario files or folders")
+    parser.add_argument("--left", default="simulator", help="first adapter (default: simulator)")
+    parser.add_argument("--right", default="native", help="second adapter (default: native)")
+    parser.add_argument("--left-option", action="append", default=[], metavar="K=V", help="left adapter option")
+    parser.add_argument("--right-option", action="append", default=[], metavar="K=V", help="right adapter option")
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Exit 0: no divergence; 1: at least one scenario diverged; 2: usage or input errors."""
+    from adapters.registry import create_adapter
+    from conformance.differential import compare
+    from conformance.scenario.loader import load_corpus
+
+    sides = []
+    for name, pairs in ((args.left, args.left_option), (args.right, args.right_option)):
+        options = parse_options(pairs)
+        check_adapter(name, options)
+        sides.append((name, lambda n=name, o=options: create_adapter(n, o)))
+    scenarios, errors = load_corpus(corpus_paths(args.paths))
+    print_load_errors(errors, sys.stderr)
+    if errors:
+        return EXIT_USAGE
+    if not scenarios:
+        raise UsageError("no scenario found")
+    diverged = 0
+    for scenario in sorted(scenarios, key=lambda s: s.id):
+        comparison = compare(scenario, sides[0], sides[1])
+        diverged += comparison.diverged
+        print(comparison.report())
+    print(f"{diverged} of {len(scenarios)} scenario(s) diverged", file=sys.stderr)
+    return EXIT_FAILURES if diverged else EXIT_OK
+
+
 # ---- entry point ---------------------------------------------------------------------------------
 
 
@@ -346,6 +391,7 @@ COMMANDS: list[Command] = [
     Command("validate", "check scenario files; print load errors as file:line:col: message", add_validate,
             cmd_validate),
     Command("serve", "run the remote adapter agent (adapters.remote.agent)", add_serve, cmd_serve),
+    Command("diff", "run scenarios on two adapters and report the first divergence", add_diff, cmd_diff),
 ]
 
 

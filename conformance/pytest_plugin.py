@@ -70,6 +70,8 @@ class Settings:
     report_dir: Path
     timeout_ms: int | None
     scenario_roots: list[Path]
+    keep_trace: bool = False
+    repeat: int = 1
     # Controller state: whether this session runs scenarios (then reports are written).
     prepared: bool = False
     results: list[ScenarioResult] = field(default_factory=list)
@@ -118,6 +120,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where results.jsonl, junit.xml, summary.md and report.html go (default: reports)")
     group.addoption("--scenario-timeout-ms", type=int, default=None, metavar="MS",
                     help="time budget for every scenario, replacing each scenario's timeout_ms")
+    group.addoption("--keep-trace", action="store_true",
+                    help="record the call trace of passing scenarios too (default: only of the others)")
+    group.addoption("--repeat", type=int, default=1, metavar="N",
+                    help="run every scenario N times (items id[1]..id[N]): shakes out completion races")
     group.addoption("--scenarios", action="append", default=[], metavar="PATH",
                     help="collect scenario YAML under PATH even outside a 'scenarios' folder (repeatable)")
 
@@ -136,6 +142,9 @@ def pytest_configure(config: pytest.Config) -> None:
         report_dir = Path(config.workerinput[_WORKER_KEY])  # type: ignore[attr-defined]
     else:
         report_dir = (base / config.getoption("report_dir")).resolve()
+    repeat = config.getoption("repeat")
+    if repeat < 1:
+        raise pytest.UsageError(f"--repeat must be at least 1, got {repeat}")
     roots = [(base / p).resolve() for p in config.getoption("scenarios")]
     for root in roots:
         if not root.exists():
@@ -147,6 +156,8 @@ def pytest_configure(config: pytest.Config) -> None:
         report_dir=report_dir,
         timeout_ms=timeout,
         scenario_roots=roots,
+        keep_trace=config.getoption("keep_trace"),
+        repeat=repeat,
     )
     _add_scenario_roots(config, roots)
 
@@ -214,7 +225,12 @@ class ScenarioFile(pytest.File):
         if other != str(self.path):
             where = f"{self.path}:{scenario.line}:{scenario.column}"
             raise self.CollectError(f"{where}: duplicate scenario id {scenario.id!r} (also in {other})")
-        yield ScenarioItem.from_parent(self, name=scenario.id, scenario=scenario)
+        repeat = settings_of(self.config).repeat
+        if repeat == 1:
+            yield ScenarioItem.from_parent(self, name=scenario.id, scenario=scenario)
+            return
+        for round_ in range(1, repeat + 1):
+            yield ScenarioItem.from_parent(self, name=f"{scenario.id}[{round_}]", scenario=scenario)
 
 
 class ScenarioFailure(Exception):
@@ -248,11 +264,13 @@ class ScenarioItem(pytest.Item):
         try:
             from conformance.executor import run_scenario
 
+            extra: dict[str, Any] = {"keep_trace": True} if settings.keep_trace else {}
             return run_scenario(
                 scenario,
                 settings.adapter_factory(),
                 adapter_name=settings.adapter,
                 profile_status_map=None,  # filled from settings.profile once profiles exist
+                **extra,
             )
         except Exception as exc:  # run_scenario must not raise; if it does, it is a harness error
             return ScenarioResult(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -76,6 +77,11 @@ def test_jsonl_round_trip_keeps_every_field(tmp_path: Path) -> None:
     assert [r.id for r in back] == ["lifecycle.pending-status", "notify.ok"]
     assert back[0] == original
     assert json.loads(path.read_text().splitlines()[0])["nodeid"] == "x.yaml::lifecycle.pending-status"
+
+
+def test_jsonl_line_matches_the_result_to_json_form() -> None:
+    result = failing_result()
+    assert json.loads(encode(result)) == json.loads(json.dumps(result.to_json()))
 
 
 def test_jsonl_encodes_bytes_and_odd_values_in_trace_args() -> None:
@@ -252,10 +258,20 @@ def test_html_report_is_self_contained_and_escaped(tmp_path: Path) -> None:
     assert "http://" not in page and "https://" not in page and "<link" not in page
     assert page.count('<details class="sc"') == 5
     assert 'data-verdict="hung"' in page
-    # The timeline shows the callback arrival with its thread and time offset.
-    assert "T1" in page and "3.100" in page and "callback" in page
-    assert "SEC_I_ASYNC_CALL_PENDING (0x00090368)" in page
     assert 'id="r-CTX-7"' in page and "pending until done" in page
+    # The evidence block parses back; the timeline has the callback's thread and time offset.
+    block = re.search(r'<script type="application/json" id="evidence">(.*?)</script>', page, re.S)
+    assert block is not None and "</" not in block.group(1)
+    evidence = json.loads(block.group(1))
+    first = evidence[0]
+    assert first["steps"][1][2:6] == [0, "status a1", "SEC_I_ASYNC_CALL_PENDING (0x00090368)",
+                                      "SEC_E_OK (0x00000000)"]
+    assert ["3.100", "T1", "callback", "callback", "", "a1", "SEC_E_OK (0x00000000)", "data=a1"] in first["timeline"]
+    assert ["0.200", "T0", "return", "queued", "acquire_credentials_handle_async", "a1",
+            "SEC_I_ASYNC_CALL_PENDING (0x00090368)", ""] in first["timeline"]
+    assert first["timeline"][-1][-1] == "<img src=x onerror=alert(1)>"  # data, drawn with textContent
+    assert first["violations"] == [["CTX-7", "implementation", "get_async_call_status",
+                                    "status read OK while the call was pending"]]
     # Failing scenarios come first.
     assert page.index('id="s-evil.one"') < page.index('id="s-notify.one"')
 
@@ -265,7 +281,16 @@ def test_html_report_stays_small_for_a_large_corpus() -> None:
                for i in range(250)]
     page = html_report.render(results, CATALOGUE)
     assert page.count('<details class="sc"') == 250
-    assert len(page) < 250 * 6000  # a few KB per scenario at most
+    assert len(page) < 250 * 3000  # evidence as compact JSON: a few KB per scenario at most
+
+
+def test_html_repeated_ids_get_unique_anchors_and_one_coverage_entry() -> None:
+    runs = [passing_result("notify.one", ["CTX-1"]), passing_result("notify.one", ["CTX-1"], Verdict.HUNG)]
+    page = html_report.render(runs, CATALOGUE)
+    anchors = re.findall(r'<details class="sc" id="([^"]+)"', page)
+    assert len(anchors) == 2 and len(set(anchors)) == 2
+    row = coverage(runs, CATALOGUE)[0]
+    assert row.scenarios == [("notify.one", Verdict.HUNG)] and row.status == "failing"
 
 
 def test_write_reports_reads_results_jsonl(tmp_path: Path) -> None:

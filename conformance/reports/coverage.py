@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from conformance.reports.text import VERDICT_ORDER
 from conformance.results import FAILING, ScenarioResult, Verdict
+
+_RANK = {v: i for i, v in enumerate(VERDICT_ORDER)}  # lower = worse
 
 
 @dataclass(slots=True)
@@ -43,12 +46,22 @@ def coverage(results: Iterable[ScenarioResult], catalogue: Mapping[str, object] 
         summary, level = _summary_and_level(entry)
         rows[rid] = CoverageRow(rid, summary, level)
     extra: dict[str, CoverageRow] = {}
+    # One entry per scenario id: a scenario run several times (--repeat) shows its worst verdict.
+    worst: dict[tuple[str, str], Verdict] = {}
     for result in results:
         for rid in result.requirements:
             row = rows.get(rid) or extra.get(rid)
             if row is None:
                 row = extra[rid] = CoverageRow(rid, "", "", in_catalogue=catalogue is None)
-            row.scenarios.append((result.id, result.verdict))
+            key = (rid, result.id)
+            seen = worst.get(key)
+            if seen is None:
+                row.scenarios.append((result.id, result.verdict))
+            elif _RANK[result.verdict] < _RANK[seen]:
+                row.scenarios[row.scenarios.index((result.id, seen))] = (result.id, result.verdict)
+            else:
+                continue
+            worst[key] = result.verdict
     return list(rows.values()) + [extra[k] for k in sorted(extra)]
 
 

@@ -1,9 +1,15 @@
 """``report.html``: one self-contained page (inline CSS/JS, no external URL) for people.
 
-The page lists every scenario with its verdict (filterable), and inside a collapsed
-section the steps, the violations and the timeline of calls, queue statuses, callback
-arrivals and status reads taken from the trace; then the requirement coverage table.
-Everything is escaped by Jinja2's autoescape: implementation output is untrusted.
+The page lists every scenario with its verdict (filterable) and the requirement coverage
+table.  A scenario's evidence -- steps, violations, and the timeline of calls, queue
+statuses, callback arrivals and status reads taken from the trace -- is embedded as JSON
+and drawn only when its row is opened, so a run of thousands of scenarios stays a few MB
+and opens at once.
+
+Escaping: the page is rendered by Jinja2 with autoescape on; the embedded data goes
+through Jinja's ``tojson`` filter (which escapes ``<``, ``>``, ``&`` and quotes so it cannot
+end the script element), and the script inserts every string with ``textContent``, never as
+markup.  Implementation output is untrusted and is never interpreted as HTML.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any
 
 import jinja2
 
+from adapters.api import ASYNC_OPERATIONS
 from adapters.status import describe
 from conformance import __version__
 from conformance.reports.coverage import CoverageRow, coverage, coverage_counts
@@ -27,7 +34,7 @@ from conformance.reports.text import (
     reason,
     with_status_names,
 )
-from conformance.results import FAILING, ScenarioResult
+from conformance.results import ScenarioResult, Verdict
 
 TEMPLATE = "report.html.j2"
 
@@ -38,70 +45,49 @@ _ENV = jinja2.Environment(
     lstrip_blocks=True,
     undefined=jinja2.StrictUndefined,
 )
+# Compact JSON: the data block is most of the page.
+_ENV.policies["json.dumps_kwargs"] = {"separators": (",", ":"), "ensure_ascii": False}
 
 # What a trace event is, for a person reading the timeline.
-_KIND_LABEL = {
-    "call": "call",
-    "return": "queued",
-    "callback": "callback",
-    "status": "status read",
-    "violation": "violation",
-    "note": "note",
-}
+_KIND_LABEL = {"call": "call", "return": "returned", "callback": "callback", "status": "status read",
+               "violation": "violation", "note": "note"}
+
+
+def _label(kind: str, op: str) -> str:
+    if kind == "return" and op in ASYNC_OPERATIONS:
+        return "queued"  # an async operation's return value is its queue status (CALL-1)
+    return _KIND_LABEL.get(kind, kind)
 
 
 def _args_text(args: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in args.items())
 
 
-def _scenario_view(result: ScenarioResult) -> dict[str, Any]:
+def evidence(result: ScenarioResult) -> dict[str, Any]:
+    """The data drawn when a scenario is opened; rows are arrays to keep the page small."""
     threads = ThreadLabels()
     timeline = []
-    for event in result.trace:
-        timeline.append(
-            {
-                "t_ms": f"{event.t * 1000:.3f}",
-                "thread": threads(event.thread),
-                "kind": event.kind,
-                "label": _KIND_LABEL.get(event.kind, event.kind),
-                "op": event.op,
-                "ctx": event.ctx,
-                "status": describe(event.status) if event.status is not None else "",
-                "args": _args_text(event.args),
-                "detail": event.detail,
-            }
-        )
+    for e in result.trace:
+        details = _args_text(e.args)
+        if e.detail:
+            details = f"{details} · {e.detail}" if details else e.detail
+        timeline.append([f"{e.t * 1000:.3f}", threads(e.thread), e.kind, _label(e.kind, e.op), e.op, e.ctx,
+                         describe(e.status) if e.status is not None else "", details])
     return {
-        "id": result.id,
-        "anchor": "s-" + result.id,
         "title": result.title,
         "file": result.file,
-        "area": area_of(result),
-        "verdict": result.verdict.value,
-        "failing": result.verdict in FAILING,
-        "level": result.level,
-        "duration_ms": f"{result.duration_s * 1000:.1f}",
-        "reason": reason(result),
         "requirements": result.requirements,
         "tags": result.tags,
+        "level": result.level,
+        "area": area_of(result),
         "adapter": result.adapter,
         "implementation": result.implementation,
         "expectation": result.expectation,
-        "steps": [
-            {
-                "index": s.index,
-                "line": s.line or "",
-                "summary": s.summary or s.action,
-                "ok": s.ok,
-                "expected": with_status_names(s.expected),
-                "actual": with_status_names(s.actual),
-                "message": s.message,
-            }
-            for s in result.steps
-        ],
-        "violations": result.violations,
+        "reason": reason(result) if result.verdict is not Verdict.PASS else "",
+        "steps": [[s.index, s.line or "", 1 if s.ok else 0, s.summary or s.action, with_status_names(s.expected),
+                   with_status_names(s.actual), s.message] for s in result.steps],
+        "violations": [[v.requirement, v.party, v.call or "", v.message] for v in result.violations],
         "timeline": timeline,
-        "threads": len({e["thread"] for e in timeline}),
         "callbacks": sum(e.kind == "callback" for e in result.trace),
     }
 
@@ -114,10 +100,23 @@ def render(
     title: str = "SSPI conformance report",
 ) -> str:
     rows = rows if rows is not None else coverage(results, catalogue)
-    verdict_of = {r.id: r.verdict.value for r in results}
     # Failing first so a reader lands on the evidence; stable by id within a verdict.
     order = {v: i for i, v in enumerate(VERDICT_ORDER)}
     ordered = sorted(results, key=lambda r: (order[r.verdict], r.id))
+    anchors: dict[str, str] = {}
+    scenarios = []
+    for i, r in enumerate(ordered):
+        # Repeated runs of one scenario (--repeat) share an id; anchors must stay unique.
+        anchor = "s-" + r.id if r.id not in anchors else f"s-{r.id}-{i}"
+        anchors.setdefault(r.id, anchor)
+        scenarios.append({
+            "id": r.id,
+            "anchor": anchor,
+            "verdict": r.verdict.value,
+            "summary": reason(r) if r.verdict is not Verdict.PASS else r.title,
+            "duration_ms": f"{r.duration_s * 1000:.1f}",
+            "search": " ".join([r.id, r.title, *r.requirements, *r.tags, area_of(r)]).lower(),
+        })
     template = _ENV.get_template(TEMPLATE)
     return template.render(
         title=title,
@@ -128,7 +127,8 @@ def render(
         total=len(results),
         failing=sum(is_failing(r) for r in results),
         counts=counts(results),
-        scenarios=[_scenario_view(r) for r in ordered],
+        scenarios=scenarios,
+        evidence=[evidence(r) for r in ordered],
         coverage=[
             {
                 "id": row.requirement,
@@ -136,12 +136,12 @@ def render(
                 "level": row.level,
                 "status": row.status,
                 "known": row.in_catalogue,
-                "scenarios": [{"id": sid, "anchor": "s-" + sid, "verdict": v.value} for sid, v in row.scenarios],
+                "scenarios": [{"id": sid, "anchor": anchors.get(sid, ""), "verdict": v.value}
+                              for sid, v in row.scenarios],
             }
             for row in rows
         ],
         coverage_counts=coverage_counts(rows),
-        verdict_of=verdict_of,
     )
 
 
@@ -155,4 +155,4 @@ def write(
         handle.write(render(results, catalogue, rows))
 
 
-__all__ = ["render", "write"]
+__all__ = ["evidence", "render", "write"]

@@ -1,0 +1,231 @@
+"""Runner throughput and interpreter overhead.
+
+* ``scenarios_per_s_1_worker`` / ``scenarios_per_s_2_workers``: the full pytest path (a
+  ``python -m pytest`` subprocess with the plugin, against the default simulator, results
+  written to results.jsonl and the reports) over a generated corpus of distinct copies
+  (unique ids) of a few typical scenarios, repeated with ``--repeat`` to reach at least
+  2000 scenario executions.  Wall time of the whole subprocess, start-up included.
+* ``interpreter_overhead_ratio``: one scenario run through ``run_scenario`` (loading done
+  once, the contract monitor included) against the same calls written by hand in Python on
+  the same adapter, both with a fresh simulator per run, inline completion so no scheduler
+  delay hides the interpreter's own cost.  Ratio of the median times.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from adapters import status as st
+from adapters.api import Adapter, CallOutputs
+from adapters.constants import SECPKG_CRED_OUTBOUND
+from adapters.registry import create_adapter
+
+REPO = Path(__file__).resolve().parent.parent
+MIN_EXECUTIONS = 2000
+COPIES = 10  # distinct files per template (unique ids)
+
+# Typical corpus shapes: a context lifecycle, an acquire/free cycle with reinit, and a
+# two-leg handshake through the Sim package (threaded completion, the simulator default).
+TEMPLATES: dict[str, str] = {
+    "lifecycle": """\
+id: bench.lifecycle-{n}
+title: Fresh context, callback registration, free
+requirements: [CTX-1, CTX-7]
+steps:
+  - create: a1
+  - status: a1
+    expect: SEC_E_OK
+  - set_callback: a1
+  - status: a1
+    expect: SEC_E_OK
+  - free: a1
+""",
+    "acquire": """\
+id: bench.acquire-{n}
+title: Acquire, wait, reinit, free the credential, free
+requirements: [CALL-1, CTX-8, REINIT-1]
+requires: [package:Sim]
+steps:
+  - create: a1
+  - set_callback: a1
+  - acquire: {{ctx: a1, cred: c1, package: Sim, use: outbound, auth: {{user: alice, password: secret}}}}
+    completes: SEC_E_OK
+  - wait: a1
+    expect: SEC_E_OK
+  - reinit: a1
+  - free_credentials: {{ctx: a1, cred: c1}}
+    completes: SEC_E_OK
+  - wait: a1
+    expect: SEC_E_OK
+  - reinit: a1
+  - free: a1
+""",
+    "handshake": """\
+id: bench.handshake-{n}
+title: Two-leg Sim handshake with reinit between legs
+requirements: [CALL-5, REINIT-6]
+requires: [package:Sim, client, server]
+steps:
+  - create: ac
+  - set_callback: ac
+  - create: as
+  - set_callback: as
+  - acquire: {{ctx: ac, cred: cc, package: Sim, use: outbound, auth: {{user: alice, password: secret, legs: 2}}}}
+  - wait: ac
+    expect: SEC_E_OK
+  - reinit: ac
+  - acquire:
+      ctx: as
+      cred: sc
+      package: Sim
+      use: inbound
+      auth: {{name: server.test, accounts: {{alice: secret}}, legs: 2}}
+  - wait: as
+    expect: SEC_E_OK
+  - reinit: as
+  - handshake:
+      client: {{ctx: ac, cred: cc, context: cs, target: server.test, req: [CONNECTION]}}
+      server: {{ctx: as, cred: sc, context: ss, req: [CONNECTION]}}
+  - free: ac
+  - free: as
+""",
+}
+
+
+def write_corpus(root: Path) -> int:
+    """Distinct scenario files under ``root/scenarios``; returns how many."""
+    count = 0
+    for area, template in TEMPLATES.items():
+        folder = root / "scenarios" / area
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in range(COPIES):
+            (folder / f"{area}-{n}.yaml").write_text(template.format(n=n))
+            count += 1
+    return count
+
+
+def run_pytest(root: Path, files: int, workers: int) -> dict[str, Any]:
+    """One pytest subprocess over the corpus; executions per second of wall time."""
+    from conformance.pytest_plugin import plugin_args
+    from conformance.reports.jsonl import read_results
+
+    repeat = -(-MIN_EXECUTIONS // files)
+    report_dir = root / f"reports-{workers}"
+    argv = [sys.executable, "-m", "pytest", *plugin_args(), "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+            "--assert=plain", "-q", "--repeat", str(repeat), "--report-dir", str(report_dir), "scenarios"]
+    if workers > 1:
+        argv += ["-n", str(workers)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    started = time.perf_counter()
+    proc = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    results = read_results(report_dir / "results.jsonl")
+    verdicts: dict[str, int] = {}
+    for r in results:
+        verdicts[r.verdict.value] = verdicts.get(r.verdict.value, 0) + 1
+    if proc.returncode != 0 or len(results) != files * repeat:
+        tail = (proc.stdout + proc.stderr)[-2000:]
+        raise RuntimeError(f"pytest exit {proc.returncode}, {len(results)} results of {files * repeat}:\n{tail}")
+    return {"executions": len(results), "wall_s": round(wall, 3), "per_s": round(len(results) / wall, 1),
+            "verdicts": verdicts}
+
+
+# ---- interpreter overhead --------------------------------------------------------------------------
+
+
+def hand_written(adapter: Adapter) -> None:
+    """The ``acquire`` template's calls, written directly against the adapter."""
+    done = threading.Event()
+
+    def callback(ctx: Any, data: Any) -> None:
+        done.set()
+
+    def wait_ok(ctx: Any) -> None:
+        if not done.wait(2.0):
+            raise RuntimeError("no callback")
+        done.clear()
+        if adapter.get_async_call_status(ctx) != st.SEC_E_OK:
+            raise RuntimeError("unexpected status")
+
+    a1 = adapter.create_async_context()
+    if adapter.set_async_notify_callback(a1, callback, "a1") != st.SEC_E_OK:
+        raise RuntimeError("set callback")
+    outputs = CallOutputs()
+    queued = adapter.acquire_credentials_handle_async(
+        a1, None, "Sim", SECPKG_CRED_OUTBOUND, {"user": "alice", "password": "secret"}, outputs)
+    if queued != st.SEC_E_OK:
+        raise RuntimeError("acquire")
+    wait_ok(a1)
+    if not st.nt_success(adapter.reinit_async_context(a1)):
+        raise RuntimeError("reinit")
+    if adapter.free_credentials_handle_async(a1, outputs.credential) != st.SEC_E_OK:
+        raise RuntimeError("free credentials")
+    wait_ok(a1)
+    if not st.nt_success(adapter.reinit_async_context(a1)):
+        raise RuntimeError("reinit")
+    adapter.free_async_context(a1)
+
+
+def overhead(root: Path, rounds: int = 300) -> dict[str, Any]:
+    from conformance.executor import run_scenario
+    from conformance.results import Verdict
+    from conformance.scenario.loader import load_scenario
+
+    scenario = load_scenario(root / "scenarios" / "acquire" / "acquire-0.yaml")
+    options = {"completion": "inline"}
+
+    def factory() -> Adapter:
+        return create_adapter("simulator", options)
+
+    def by_hand() -> None:
+        adapter = factory()
+        try:
+            hand_written(adapter)
+        finally:
+            adapter.close()
+
+    def by_interpreter() -> None:
+        result = run_scenario(scenario, factory, adapter_name="simulator")
+        if result.verdict is not Verdict.PASS:
+            raise RuntimeError(f"benchmark scenario did not pass: {result.message}")
+
+    for fn in (by_hand, by_interpreter):  # warm caches and imports
+        for _ in range(20):
+            fn()
+    hand: list[float] = []
+    interp: list[float] = []
+    for _ in range(rounds):  # interleaved so machine noise hits both alike
+        t0 = time.perf_counter()
+        by_hand()
+        t1 = time.perf_counter()
+        by_interpreter()
+        t2 = time.perf_counter()
+        hand.append(t1 - t0)
+        interp.append(t2 - t1)
+    hand_med, interp_med = statistics.median(hand), statistics.median(interp)
+    return {"hand_written_us": round(hand_med * 1e6, 1), "run_scenario_us": round(interp_med * 1e6, 1),
+            "ratio": round(interp_med / hand_med, 3)}
+
+
+def main() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="sspi-bench-runner-") as tmp:
+        root = Path(tmp)
+        files = write_corpus(root)
+        ratio = overhead(root)
+        one = run_pytest(root, files, 1)
+        two = run_pytest(root, files, 2)
+    return {
+        "scenarios_per_s_1_worker": one["per_s"],
+        "scenarios_per_s_2_workers": two["per_s"],
+        "interpreter_overhead_ratio": ratio["ratio"],
+        "details": {"corpus_files": files, "one_worker": one, "two_workers": two, "overhead": ratio,
+                    "targets": {"scenarios_per_s_2_workers": ">= 300", "interpreter_overhead_ratio": "<= 2.0"}},
+    }
