@@ -10,7 +10,6 @@ a malformed line anywhere else with its line number.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -35,9 +34,14 @@ def _fallback(value: Any) -> Any:
     return repr(value)
 
 
-@functools.cache
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def _shallow(record: Any) -> dict[str, Any]:
