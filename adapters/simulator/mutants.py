@@ -286,3 +286,201 @@ class NewContextNotWritten(SimulatorAdapter):
         if context is None and type(outputs.new_context) is SecurityContext:
             outputs.new_context = None  # the handle is made (and leaks) but never handed out
         return result
+
+
+# ---- ordering and timing (found by the fuzzer: no single hand-written scenario reaches them) -------
+
+
+@_mutant("reverse-order-lost-callback", "OQ-13",
+         "a call that completes while an earlier-queued call is still pending loses its callback")
+class ReverseOrderLostCallback(SimulatorAdapter):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._tickets: dict[AsyncContext, int] = {}
+        self._next_ticket = 0
+
+    def _queue(
+        self, ctx: Handle | None, is_delete: bool, job: tuple[Any, ...], call: str, busy: Any = None
+    ) -> int:
+        result = super()._queue(ctx, is_delete, job, call, busy)
+        if result == st.SEC_E_OK and type(ctx) is AsyncContext:
+            self._next_ticket += 1
+            self._tickets[ctx] = self._next_ticket
+        return result
+
+    def _deliver(self, actx: AsyncContext, status: int) -> None:
+        mine = self._tickets.pop(actx, None)
+        overtaking = mine is not None and any(ticket < mine for ticket in self._tickets.values())
+        if overtaking and actx.state is State.PENDING_NOTIFY:
+            with self._lock:
+                _deliver_parts(self, actx, status)  # completion bookkeeping, callback forgotten
+            return
+        super()._deliver(actx, status)
+
+
+@_mutant("threaded-callback-before-status", "NOTIFY-8",
+         "on completion threads (only) the callback runs before the final status is stored")
+class ThreadedCallbackBeforeStatus(SimulatorAdapter):
+    def _deliver(self, actx: AsyncContext, status: int) -> None:
+        if self._scheduler.mode != "threaded" or actx.state is not State.PENDING_NOTIFY:
+            super()._deliver(actx, status)
+            return
+        callback, data = actx.callback, actx.data
+        self._invoke(callback, actx, data)  # the worker publishes the result afterwards
+        with self._lock:
+            _deliver_parts(self, actx, status)
+
+
+@_mutant("reinit-in-callback-drops-callback", "NOTIFY-7",
+         "SspiReinitAsyncContext called from inside the callback also unregisters the callback")
+class ReinitInCallbackDropsCallback(SimulatorAdapter):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._running: set[AsyncContext] = set()
+
+    def _invoke(self, callback: Callback | None, actx: AsyncContext, data: Any) -> None:
+        self._running.add(actx)
+        try:
+            super()._invoke(callback, actx, data)
+        finally:
+            self._running.discard(actx)
+
+    def reinit_async_context(self, ctx: Handle | None) -> int:
+        result = super().reinit_async_context(ctx)
+        if type(ctx) is AsyncContext and ctx in self._running and st.nt_success(result):
+            ctx.callback = ctx.data = None  # the "completion in progress" record is reset wholesale
+        return result
+
+
+@_mutant("silent-delete-stale-callback", "NOTIFY-5",
+         "a Delete queued after clearing the callback still runs the callback that was cleared")
+class SilentDeleteStaleCallback(SimulatorAdapter):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._cleared: dict[AsyncContext, tuple[Callback, Any]] = {}
+
+    def set_async_notify_callback(self, ctx: Handle | None, callback: Callback | None, data: Any = None) -> int:
+        old = (ctx.callback, ctx.data) if type(ctx) is AsyncContext and ctx.callback is not None else None
+        result = super().set_async_notify_callback(ctx, callback, data)
+        if result == st.SEC_E_OK and type(ctx) is AsyncContext:
+            if callback is None and old is not None:
+                self._cleared[ctx] = old
+            elif callback is not None:
+                self._cleared.pop(ctx, None)
+        return result
+
+    def _deliver(self, actx: AsyncContext, status: int) -> None:
+        stale = self._cleared.get(actx) if actx.state is State.PENDING_SILENT else None
+        super()._deliver(actx, status)
+        if stale is not None:
+            self._invoke(stale[0], actx, stale[1])
+
+
+@_mutant("zombie-double-free-crashes", "FREE-1",
+         "freeing again a context whose destruction is deferred (freed while pending) crashes")
+class ZombieDoubleFreeCrashes(SimulatorAdapter):
+    def free_async_context(self, ctx: Handle | None) -> None:
+        if type(ctx) is AsyncContext and ctx.state is State.ZOMBIE:
+            raise RuntimeError("double free in the deferred-destruction list")
+        super().free_async_context(ctx)
+
+
+@_mutant("zombie-completion-crashes", "FREE-5",
+         "completing a silent Delete whose async context was already freed (FREE-5) crashes")
+class ZombieCompletionCrashes(SimulatorAdapter):
+    def _deliver(self, actx: AsyncContext, status: int) -> None:
+        if actx.state is State.ZOMBIE and actx.callback is None:
+            raise RuntimeError("completion touched a freed async context")
+        super()._deliver(actx, status)
+
+
+@_mutant("stale-data-after-reinit", "NOTIFY-2",
+         "re-registering the callback after a reinit keeps the previous operation's callback data")
+class StaleDataAfterReinit(SimulatorAdapter):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._reinitialised: set[AsyncContext] = set()
+
+    def reinit_async_context(self, ctx: Handle | None) -> int:
+        result = super().reinit_async_context(ctx)
+        if type(ctx) is AsyncContext and st.nt_success(result):
+            self._reinitialised.add(ctx)
+        return result
+
+    def set_async_notify_callback(self, ctx: Handle | None, callback: Callback | None, data: Any = None) -> int:
+        if type(ctx) is not AsyncContext or ctx not in self._reinitialised or callback is None:
+            return super().set_async_notify_callback(ctx, callback, data)
+        old = ctx.data
+        result = super().set_async_notify_callback(ctx, callback, data)
+        if result == st.SEC_E_OK and old is not None:
+            ctx.data = old  # only the routine pointer is updated on the reinit path
+        return result
+
+
+@_mutant("mode-switch-drops-pending", "OQ-13",
+         "switching the completion mode forgets calls still waiting in the deferred queue")
+class ModeSwitchDropsPending(SimulatorAdapter):
+    def set_completion_mode(self, mode: str) -> None:
+        if mode != self._scheduler.mode:
+            self._scheduler.take_all()  # dropped, never completed
+        super().set_completion_mode(mode)
+
+
+@_mutant("complete-all-skips-last", "OQ-13",
+         "completing every pending call leaves the most recently queued one pending when two or more wait")
+class CompleteAllSkipsLast(SimulatorAdapter):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        take_all = self._scheduler.take_all
+
+        def skip_last() -> list[Any]:
+            waiting = take_all()
+            if len(waiting) < 2:
+                return waiting
+            self._scheduler._waiting[waiting[-1]] = None  # put back; never taken by complete_all
+            return waiting[:-1]
+
+        self._scheduler.take_all = skip_last  # type: ignore[method-assign]
+
+
+@_mutant("pending-status-clobbered", "CTX-7",
+         "a completion also stores its status in every other context whose call is still pending")
+class PendingStatusClobbered(SimulatorAdapter):
+    def _deliver(self, actx: AsyncContext, status: int) -> None:
+        super()._deliver(actx, status)
+        for other in list(self._scheduler.pending()):
+            if type(other) is AsyncContext and other is not actx:
+                other.status = status  # one status slot shared by the completion port
+
+
+@_mutant("reuse-keeps-old-status", "CTX-7",
+         "queueing again on a completed context without reinit leaves the previous final status readable")
+class ReuseKeepsOldStatus(SimulatorAdapter):
+    def _queue(
+        self, ctx: Handle | None, is_delete: bool, job: tuple[Any, ...], call: str, busy: Any = None
+    ) -> int:
+        previous = ctx.status if type(ctx) is AsyncContext and ctx.state is State.COMPLETED else None
+        result = super()._queue(ctx, is_delete, job, call, busy)
+        if previous is not None and result == st.SEC_E_OK and ctx.state in _PENDING_STATES:  # type: ignore[union-attr]
+            ctx.status = previous  # type: ignore[union-attr]
+        return result
+
+
+@_mutant("free-in-callback-crashes", "OQ-3",
+         "SspiFreeAsyncContext called from inside the context's own callback crashes")
+class FreeInCallbackCrashes(SimulatorAdapter):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._running: set[AsyncContext] = set()
+
+    def _invoke(self, callback: Callback | None, actx: AsyncContext, data: Any) -> None:
+        self._running.add(actx)
+        try:
+            super()._invoke(callback, actx, data)
+        finally:
+            self._running.discard(actx)
+
+    def free_async_context(self, ctx: Handle | None) -> None:
+        if type(ctx) is AsyncContext and ctx in self._running:
+            raise RuntimeError("context freed while its completion still holds it")
+        super().free_async_context(ctx)
