@@ -8,6 +8,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis.strategies import binary as st_bytes
+from hypothesis.strategies import integers
 
 from adapters import status as st
 from adapters.api import SecBuffer, StreamSizes
@@ -778,3 +781,65 @@ def test_through_the_simulator_adapter(completion: str) -> None:
     for handle in (client, server):
         assert call(adapter.delete_security_context_async, handle)[0] == st.SEC_E_OK
     adapter.close()
+
+
+# ---- hostile input --------------------------------------------------------------------------
+
+_HANDSHAKE_STATUSES = {
+    st.SEC_E_INCOMPLETE_MESSAGE,
+    st.SEC_I_CONTINUE_NEEDED,
+    st.SEC_E_ILLEGAL_MESSAGE,
+    st.SEC_E_UNSUPPORTED_FUNCTION,
+    st.SEC_E_ALGORITHM_MISMATCH,
+    st.SEC_E_DECRYPT_FAILURE,
+    st.SEC_E_MESSAGE_ALTERED,
+    st.SEC_E_INTERNAL_ERROR,
+    st.SEC_E_INVALID_TOKEN,
+    st.SEC_E_CERT_UNKNOWN,
+}
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=st_bytes(max_size=300), prefix=integers(min_value=0, max_value=6))
+def test_garbage_handshake_input_gives_statuses(user: TlsPackage, garbage: bytes, prefix: int) -> None:
+    """Random bytes, bare or behind a plausible record header, never raise."""
+    hello_header = bytes([22, 3, 1, len(garbage) >> 8, len(garbage) & 0xFF])
+    data = hello_header[:prefix] + garbage if prefix < 5 else hello_header + garbage
+    server = Endpoint(user, cred(user, 1, certificate="server"), server=True)
+    leg = server.leg(data)
+    assert leg.status in _HANDSHAKE_STATUSES, st.describe(leg.status)
+    if leg.status != st.SEC_I_CONTINUE_NEEDED:
+        assert server.context is None  # OQ-20
+    client = Endpoint(user, cred(user, 2), server=False, target="localhost")
+    client.leg(None)
+    assert client.leg(data).status in _HANDSHAKE_STATUSES | {st.SEC_E_UNTRUSTED_ROOT}
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=st_bytes(max_size=200))
+def test_garbage_records_give_statuses(user: TlsPackage, garbage: bytes) -> None:
+    _client, server, _ = established(user, "tls1.2")
+    record = bytes([23, 3, 3, len(garbage) >> 8, len(garbage) & 0xFF]) + garbage
+    for data in (garbage, record):
+        opened = server.open(data)
+        assert opened.status in {
+            st.SEC_E_INCOMPLETE_MESSAGE,
+            st.SEC_E_INVALID_TOKEN,
+            st.SEC_E_MESSAGE_ALTERED,
+            st.SEC_E_DECRYPT_FAILURE,
+            st.SEC_E_ILLEGAL_MESSAGE,
+            st.SEC_E_CONTEXT_EXPIRED,
+        }, st.describe(opened.status)
+
+
+def test_non_bytes_buffers_are_invalid_tokens(user: TlsPackage) -> None:
+    client, server, _ = established(user, "tls1.2")
+    text = [SecBuffer(SECBUFFER_STREAM_HEADER, size=13), SecBuffer(SECBUFFER_DATA, "text"),  # type: ignore[arg-type]
+            SecBuffer(SECBUFFER_STREAM_TRAILER, size=16), SecBuffer(SECBUFFER_EMPTY)]  # fmt: skip
+    assert user.encrypt(client.context, 0, text) == st.SEC_E_INVALID_TOKEN
+    incoming = [SecBuffer(SECBUFFER_DATA, 42)] + [SecBuffer(SECBUFFER_EMPTY) for _ in range(3)]  # type: ignore[arg-type]
+    assert user.decrypt(server.context, incoming) == (st.SEC_E_INVALID_TOKEN, 0)
+    token = [SecBuffer(SECBUFFER_TOKEN, None), SecBuffer(SECBUFFER_EMPTY)]  # type: ignore[arg-type]
+    out = [SecBuffer(SECBUFFER_TOKEN), SecBuffer(SECBUFFER_ALERT)]
+    result = user.accept(cred(user, 1, certificate="server"), None, token, DEFAULT_ASC_REQ, out)
+    assert (result.status, result.context) == (st.SEC_E_INVALID_TOKEN, None)

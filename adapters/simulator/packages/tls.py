@@ -74,13 +74,16 @@ _ASC_SECURITY = ASC_RET["CONFIDENTIALITY"] | ASC_RET["REPLAY_DETECT"] | ASC_RET[
 _CONTINUING = (st.SEC_I_CONTINUE_NEEDED, st.SEC_E_OK)
 
 
-def _token_bytes(buffers: list[SecBuffer] | None) -> bytes:
-    """The caller's input TOKEN (cbBuffer bytes of it); empty when there is none."""
+def _token_bytes(buffers: list[SecBuffer] | None) -> bytes | None:
+    """The caller's input TOKEN (cbBuffer bytes of it); empty when there is none,
+    None when its contents are not bytes at all."""
     buf = first_buffer(buffers, SECBUFFER_TOKEN)
     if buf is None:
         return b""
     data = buf.data
-    if buf.size is not None and buf.size < len(data):
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        return None
+    if buf.size is not None and 0 <= buf.size < len(data):
         return bytes(data[: buf.size])
     return bytes(data)
 
@@ -155,7 +158,10 @@ class TlsPackage(SecurityPackage):
             return self._finish(conn, conn.start(), True, context_req, input, output)
         if not isinstance(context, TlsConnection) or context.server:
             return StepResult(st.SEC_E_INVALID_HANDLE, context)
-        leg = context.step(_token_bytes(input), cred)
+        data = _token_bytes(input)
+        if data is None:
+            return StepResult(st.SEC_E_INVALID_TOKEN, context)
+        leg = context.step(data, cred)
         return self._finish(context, leg, False, context_req, input, output)
 
     def accept(
@@ -176,11 +182,17 @@ class TlsPackage(SecurityPackage):
                 mode = ssl.CERT_OPTIONAL  # SCH-18: request it; the caller judges the result
             else:
                 mode = ssl.CERT_NONE
+            data = _token_bytes(input)
+            if data is None:
+                return StepResult(st.SEC_E_INVALID_TOKEN)
             conn = TlsConnection.server_side(cred, mode)
-            return self._finish(conn, conn.step(_token_bytes(input)), True, context_req, input, output)
+            return self._finish(conn, conn.step(data), True, context_req, input, output)
         if not isinstance(context, TlsConnection) or not context.server:
             return StepResult(st.SEC_E_INVALID_HANDLE, context)
-        leg = context.step(_token_bytes(input))
+        data = _token_bytes(input)
+        if data is None:
+            return StepResult(st.SEC_E_INVALID_TOKEN, context)
+        leg = context.step(data)
         return self._finish(context, leg, False, context_req, input, output)
 
     def _finish(
@@ -315,7 +327,7 @@ class TlsPackage(SecurityPackage):
         if not isinstance(context, TlsConnection):
             return st.SEC_E_INVALID_HANDLE
         payload = _token_bytes(buffers)
-        if len(payload) < 4:
+        if payload is None or len(payload) < 4:
             return st.SEC_E_INVALID_TOKEN
         kind = int.from_bytes(payload[:4], "little")
         if kind == SCHANNEL_SHUTDOWN:

@@ -430,10 +430,12 @@ class TlsConnection:
     def encrypt_into(self, header: SecBuffer | None, data: SecBuffer, trailer: SecBuffer | None) -> int:
         """EncryptMessage in place (MSG-2/3): HEADER, ciphertext in DATA, TRAILER."""
         plaintext = data.data
-        if data.size is not None and data.size != len(plaintext):
-            plaintext = plaintext[: data.size]
         if type(plaintext) is not bytes:
+            if not isinstance(plaintext, (bytearray, memoryview)):
+                return st.SEC_E_INVALID_TOKEN
             plaintext = bytes(plaintext)
+        if data.size is not None and data.size != len(plaintext):
+            plaintext = plaintext[: max(0, data.size)]
         count = len(plaintext)
         with self._lock:
             if self.phase != ESTABLISHED:
@@ -479,10 +481,12 @@ class TlsConnection:
         becomes MISSING and nothing else changes.
         """
         data = source.data
-        if source.size is not None and source.size != len(data):
-            data = data[: source.size]
         if type(data) is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                return st.SEC_E_INVALID_TOKEN
             data = bytes(data)
+        if source.size is not None and source.size != len(data):
+            data = data[: max(0, source.size)]
         size = len(data)
         with self._lock:
             if self.phase != ESTABLISHED:
