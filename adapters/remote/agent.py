@@ -32,7 +32,7 @@ from adapters.remote.session import RpcError, Session
 AGENT_NAME = "adapters.remote.agent"
 Factory = Callable[[dict[str, str]], Any]
 
-SPIN_S = 0.00005  # busy-wait for the next request before sleeping (see LineReader._spin)
+SPIN_S = 0.0002  # longest busy-wait for the next request before sleeping (adaptive, see LineReader._spin)
 
 
 class Tracer:
@@ -42,25 +42,51 @@ class Tracer:
         self._file = open(path, "ab") if path else None  # kept open for the life of the agent
         self._lock = threading.Lock()
 
-    def __call__(self, direction: bytes, line: bytes) -> None:
+    def __call__(self, direction: bytes, data: bytes) -> None:
         if self._file is None:
             return
         with self._lock:
-            self._file.write(direction + line.rstrip(b"\n") + b"\n")
+            for one in data.splitlines():
+                self._file.write(direction + one + b"\n")
             self._file.flush()
 
 
 class Writer:
-    """Serialised, whole-line writes (callbacks arrive from the implementation's threads)."""
+    """Serialised, whole-line writes (callbacks arrive from the implementation's threads).
+
+    While the serving thread handles a request, the notifications it produces itself
+    (inline completions, ``control.complete``) are held and written together with the
+    response: one write, so one wake-up of the client instead of two.  Notifications from
+    the implementation's own threads are written at once.
+    """
 
     def __init__(self, transport: Transport, trace: Tracer) -> None:
         self._t = transport
         self._trace = trace
         self._lock = threading.Lock()
+        self._held: list[bytes] | None = None
+        self._holder = 0
         self.broken = False
+
+    def hold(self) -> None:
+        self._held, self._holder = [], threading.get_ident()
 
     def send(self, message: dict[str, Any]) -> None:
         data = dumps(message).encode() + b"\n"
+        if self._held is not None and threading.get_ident() == self._holder:
+            self._held.append(data)
+            return
+        self._write(data)
+
+    def release(self, response: dict[str, Any] | None) -> None:
+        """Write what was held, then ``response``, in one write."""
+        held, self._held = self._held or [], None
+        if response is not None:
+            held.append(dumps(response).encode() + b"\n")
+        if held:
+            self._write(b"".join(held))
+
+    def _write(self, data: bytes) -> None:
         with self._lock:
             if self.broken:
                 return
@@ -141,6 +167,7 @@ class Server:
         if params is None:
             params = {}
         stop = False
+        writer.hold()
         try:
             if not isinstance(params, dict):
                 raise RpcError(p.INVALID_PARAMS, "params must be an object")
@@ -178,8 +205,7 @@ class Server:
                               {"exception": type(exc).__name__})
         else:
             response = {"jsonrpc": p.JSONRPC, "id": rid, "result": result}
-        if rid is not None:
-            writer.send(response)
+        writer.release(response if rid is not None else None)
         return session, stop
 
     def _initialize(self, params: Mapping[str, Any], session: Session | None,

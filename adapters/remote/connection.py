@@ -33,7 +33,7 @@ Thunk = Callable[[], None]
 # How long the pump lets callers have the stream before it reads for pending callbacks.
 PUMP_QUIET_S = 0.004
 PUMP_POLL_S = 0.1
-SPIN_S = 0.00005  # busy-wait this long for an answer before sleeping (see LineReader._spin)
+SPIN_S = 0.0002  # longest busy-wait for an answer before sleeping (adaptive, see LineReader._spin)
 MAX_RECORDED_VIOLATIONS = 100
 FLOOD_LIMIT = 10000  # this many protocol violations in one connection: stop trusting it
 
@@ -256,7 +256,13 @@ class Connection:
             if sink is None:
                 self.violate("PROTO-5", f"notification {method!r} arrived outside a session")
                 return "other", None
-            return "note", sink.prepare_notification(method, msg.get("params"))
+            try:
+                return "note", sink.prepare_notification(method, msg.get("params"))
+            except _Fatal:
+                raise
+            except Exception as exc:  # a notification we cannot apply must not kill the reader
+                self.violate("PROTO-11", f"notification {method!r} could not be applied: {exc!r}")
+                return "other", None
         mid = msg.get("id")
         if ("result" in msg or "error" in msg) and type(mid) is int:
             with self._mu:

@@ -18,6 +18,7 @@ import time
 from typing import IO
 
 CHUNK = 1 << 16
+SPIN_MIN_S = 0.000005
 
 
 class StreamTimeout(Exception):
@@ -140,6 +141,7 @@ class LineReader:
     def __init__(self, transport: Transport, max_bytes: int, spin_s: float = 0.0) -> None:
         self._t = transport
         self._max = max_bytes
+        self._spin_max = spin_s
         self._spin_s = spin_s
         self._buf = bytearray()
         self._start = 0  # consumed prefix of _buf, compacted lazily
@@ -147,19 +149,25 @@ class LineReader:
     def _spin(self) -> bytes | None:
         """Try non-blocking reads for a short while before sleeping in poll().
 
-        An answer usually comes back within tens of microseconds; sleeping and being woken
-        by the scheduler costs more than that on a busy machine, so a brief busy-wait
-        roughly halves a round trip.  None when nothing arrived.
+        Over a pipe an answer comes back within tens of microseconds when both processes
+        have a CPU, while sleeping costs a wake-up on each side (tens of microseconds more
+        per message, far more on a virtual machine).  The busy-wait adapts: it grows while
+        it catches answers and shrinks while it does not (a loaded machine, a slow
+        operation), so it never burns much CPU for nothing.  None when nothing arrived.
         """
         read = self._t.read
         clock = time.perf_counter
         end = clock() + self._spin_s
         while True:
             try:
-                return read()
+                chunk = read()
             except BlockingIOError:
-                if clock() >= end:
-                    return None
+                if clock() < end:
+                    continue
+                self._spin_s = max(SPIN_MIN_S, self._spin_s * 0.5)
+                return None
+            self._spin_s = min(self._spin_max, self._spin_s * 1.25 + SPIN_MIN_S)
+            return chunk
 
     def read_line(self, deadline: float | None) -> bytes:
         """The next line without its newline (``deadline`` None: wait for ever).
