@@ -17,7 +17,7 @@ from typing import Any
 from adapters import status as st
 from adapters.api import Callback, CallOutputs, Handle
 from adapters.async_state import TABLE, Event, State
-from adapters.simulator.adapter import AsyncContext, SecurityContext, SimulatorAdapter
+from adapters.simulator.adapter import AsyncContext, SecurityContext, SimulatorAdapter, _Control
 
 _PENDING_STATES = (State.PENDING_NOTIFY, State.PENDING_SILENT)
 
@@ -431,16 +431,18 @@ class ModeSwitchDropsPending(SimulatorAdapter):
 class CompleteAllSkipsLast(SimulatorAdapter):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        take_all = self._scheduler.take_all
+        self._control = _SkipLastControl(self)
 
-        def skip_last() -> list[Any]:
-            waiting = take_all()
-            if len(waiting) < 2:
-                return waiting
-            self._scheduler._waiting[waiting[-1]] = None  # put back; never taken by complete_all
-            return waiting[:-1]
 
-        self._scheduler.take_all = skip_last  # type: ignore[method-assign]
+class _SkipLastControl(_Control):
+    def complete_all(self) -> int:
+        waiting = self._sim._scheduler.take_all()
+        if len(waiting) >= 2:
+            self._sim._scheduler._waiting[waiting[-1]] = None  # off by one: the last stays queued
+            waiting = waiting[:-1]
+        for actx in waiting:
+            self._sim._complete(actx)
+        return len(waiting)
 
 
 @_mutant("pending-status-clobbered", "CTX-7",
