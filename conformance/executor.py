@@ -563,6 +563,7 @@ class _Run:
         sides = (args.client, args.server)
         finals: list[int] = [_PENDING, _PENDING]
         done = [False, False]
+        used = [False, False]
         statuses: list[int] = []
         token: bytes | None = None
         turn = 0
@@ -574,14 +575,16 @@ class _Run:
                 raise _StepFailed(f"handshake: async context {side.ctx} does not exist")
             if not ctx.notify:
                 raise _StepFailed(f"handshake: async context {side.ctx} has no callback registered")
+            if used[turn]:  # between two legs of the same side
+                if args.reuse == "reinit":
+                    self.check(_SUCCESS, self.api.reinit_async_context(ctx.handle), ntstatus=True,
+                               what="reinit between legs:")
+                else:
+                    self.fresh_context(ctx)
+            used[turn] = True
             status, produced = self.handshake_leg(ctx, side, turn == 0, token)
             statuses.append(status)
             finals[turn] = status
-            if args.reuse == "reinit":
-                self.check(_SUCCESS, self.api.reinit_async_context(ctx.handle), ntstatus=True,
-                           what="reinit between legs:")
-            else:
-                self.fresh_context(ctx)
             if status == _OK:
                 done[turn] = True
             elif status != _CONTINUE:
@@ -602,16 +605,18 @@ class _Run:
         else:
             stalled = f"no result within {args.max_legs} legs"
         legs_text = ", ".join(st.name_of(x) for x in statuses)
+        expect = step.expect if isinstance(step.expect, m.StatusSet) else _OK_SET
+        # The side that failed first, so the message names the culprit rather than its peer.
+        order = sorted(zip(("client", "server"), finals, strict=True), key=lambda pair: not st.failed(pair[1]))
+        for who, final in order:
+            if not expect.matches(final):
+                raise _StepFailed(f"the {who} ended with {_describe(final)}, expected {expect.text} "
+                                  f"(legs: {legs_text})", expect.text, _describe(final))
         if args.legs is not None:
             same = len(args.legs) == len(statuses)
             if not same or not all(e.matches(x) for e, x in zip(args.legs, statuses, strict=True)):
                 want = ", ".join(e.text for e in args.legs)
                 raise _StepFailed(f"legs: expected [{want}], got [{legs_text}]", want, legs_text)
-        expect = step.expect if isinstance(step.expect, m.StatusSet) else _OK_SET
-        for who, final in zip(("client", "server"), finals, strict=True):
-            if not expect.matches(final):
-                raise _StepFailed(f"the {who} ended with {_describe(final)}, expected {expect.text} "
-                                  f"(legs: {legs_text})", expect.text, _describe(final))
         if stalled:
             raise _StepFailed(f"the handshake stalled: {stalled} (legs: {legs_text})")
 
