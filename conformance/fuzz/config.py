@@ -38,7 +38,7 @@ class FuzzConfig:
     package: str = "Sim"
     misuse: bool | None = None
     threaded: bool = True
-    wait_timeout: float = 2.0
+    wait_timeout: float = 1.0  # threaded completion: how long a callback may take to come
     ignore: frozenset[str] = frozenset()
     # Filled in while running: the run in progress (the minimal one after a failure) and totals.
     current: Run = field(default_factory=Run)

@@ -9,7 +9,7 @@ the mutation tests check that a faulty variant is caught for the right reason.
 from __future__ import annotations
 
 from adapters import status as st
-from adapters.async_state import TABLE, Event, State
+from adapters.async_state import COMPLETION_STATUSES, TABLE, Event, State
 
 
 class ContractFinding(AssertionError):
@@ -43,15 +43,25 @@ def status_requirement(state: State) -> str:
     return "FREE-1"
 
 
-def callback_requirement(expected: int, got: int, state_before: State | None) -> str:
+def callback_requirement(expected: int, got: int, state_before: State | None, reinitialised: bool = False) -> str:
     """Attribute a wrong number of callbacks after a completion."""
     if got > expected:
         if state_before is State.ZOMBIE:
-            return "OQ-12"  # freed while pending: no callback may run
+            return "FREE-3"  # freed while pending: no callback may run (OQ-12)
         if state_before is State.PENDING_SILENT:
             return "NOTIFY-5"  # opted out of the delete notification
         return "OQ-13"  # more than once per queued call
-    return "NOTIFY-2"  # the registered callback was not invoked
+    if reinitialised:
+        return "NOTIFY-7"  # the registration did not survive a reinit
+    return "OQ-13"  # the callback owed for the call never came
+
+
+def completion_requirement(op: str | None, got: int) -> str | None:
+    """The requirement listing ``op``'s completion statuses when ``got`` is not among them."""
+    if op is None or op not in COMPLETION_STATUSES:
+        return None
+    requirement, allowed = COMPLETION_STATUSES[op]
+    return None if got in allowed or got == st.SEC_I_ASYNC_CALL_PENDING else requirement
 
 
 def mismatch(what: str, expected: object, got: object) -> str:

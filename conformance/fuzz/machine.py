@@ -20,7 +20,16 @@ from typing import Any, ClassVar
 
 from hypothesis import strategies as hs
 from hypothesis.control import current_build_context
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, multiple, precondition, rule
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+)
 
 from adapters import status as st
 from adapters.api import Adapter, CallOutputs, SecBuffer
@@ -32,6 +41,7 @@ from conformance.fuzz.config import FuzzConfig, Run
 from conformance.fuzz.findings import (
     ContractFinding,
     callback_requirement,
+    completion_requirement,
     mismatch,
     rule_requirement,
     status_requirement,
@@ -39,6 +49,14 @@ from conformance.fuzz.findings import (
 from conformance.fuzz.side import PENDING, Outstanding, Side
 from conformance.monitor import ContractMonitor
 
+# Scenario operation names -> adapter operation names (for the completion-status tables).
+_OPS = {
+    "acquire": "acquire_credentials_handle_async",
+    "initialize": "initialize_security_context_async",
+    "accept": "accept_security_context_async",
+    "delete_context": "delete_security_context_async",
+    "free_credentials": "free_credentials_handle_async",
+}
 _READABLE = frozenset({State.IDLE, State.PENDING_NOTIFY, State.PENDING_SILENT, State.COMPLETED})
 _TARGET = "server.test"  # the Sim server's default name
 _OUTPUT_SIZE = 4096
@@ -85,6 +103,7 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         self.controlled = target.control is not None and "completion-control" in caps.features
         self.misuse = cfg.misuse if cfg.misuse is not None else "misuse-detection" in caps.features
         self.has_notify = "requires-notify" in caps.features
+        self.faults = self.controlled and "fault-injection" in caps.features
         self.run.controlled = self.controlled
         self.mode = "deferred" if self.controlled else "auto"
         if self.controlled:
@@ -96,6 +115,11 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         self.counter = 0
         self.roles: dict[str, tuple[str, str, str]] = {}  # context name -> (role, peer, cred)
         self.last_token: dict[str, str] = {}  # context name -> name of its latest output token
+        # History that names the rule a later divergence goes back to.
+        self.reinit_since_register: set[str] = set()  # NOTIFY-7
+        self.failed_queue: set[str] = set()  # OQ-5: the last queue on it was refused
+        self.last_op: dict[str, str] = {}  # CALL-7/17/22/25/27: the operation queued last
+        self.behaviour: dict[str, str] = {}  # what the callback does inside itself
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def _name(self, prefix: str) -> str:
@@ -105,10 +129,15 @@ class AsyncSspiMachine(RuleBasedStateMachine):
     def _record(self, step: dict[str, Any]) -> None:
         self.run.steps.append(step)
 
-    def _fail(self, requirement: str, message: str) -> None:
+    def _fail(self, requirement: str, message: str, precise: bool = False) -> None:
         """Stop this run with a finding (or quietly, if the campaign already has this one)."""
         if self.crash is not None:
             message, self.crash = self.crash, None
+        # The contract monitor judges single calls against the table; when it saw this
+        # divergence too, its requirement ID is the precise one and the campaign reports it.
+        seen = [v for v in self.monitor.violations() if v.party == "implementation"] if not precise else []
+        if seen:
+            requirement, message = seen[0].requirement, f"{message} (contract monitor: {seen[0].message})"
         self.diverged = True
         finding = ContractFinding(requirement, message, len(self.run.steps))
         if requirement in self.config.ignore:
@@ -142,6 +171,24 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         """False when the call would be caller misuse and misuse is off."""
         rule_ = TABLE[state, event]
         return self.misuse or rule_.party is not Party.CALLER
+
+    # ---- optional set-up: credentials acquired and completed before the program proper ---------
+    @initialize(target=contexts, prepare=hs.sampled_from((False, True, True)))
+    def prepared_session(self, prepare: bool) -> Any:
+        """Optionally start with a client and a server credential and a session on them."""
+        if not prepare:
+            return multiple()
+        client = self._prepared_credential("outbound")
+        server = self._prepared_credential("inbound")
+        return self.start_session(client, server)
+
+    def _prepared_credential(self, use: str) -> Any:
+        """create + set callback + ACH + completion: handshakes can start at once."""
+        a = str(self.create(("name", "")))
+        cred = self._acquire(a, use, self.config.package)
+        if self.mode == "deferred" and a in self._pending_names():
+            self._complete_in_order([a], step=a)
+        return cred
 
     # ---- async context management ------------------------------------------------------------
     @rule(target=actxs, setup=hs.sampled_from(SETUPS))
@@ -184,13 +231,16 @@ class AsyncSspiMachine(RuleBasedStateMachine):
             step["on_callback"] = behaviour
         step["expect"] = st.name_of(want)
         self._record(step)
+        if want == st.SEC_E_OK:
+            self.reinit_since_register.discard(a)
+            self.behaviour[a] = behaviour
         if got != want:
             requirement = rule_requirement(state, Event.SET_CALLBACK, "NOTIFY-9")
             self._fail(requirement, mismatch(f"set callback on {a} ({state.value})", want, got))
 
-    @rule(a=actxs)
-    def clear_callback(self, a: str) -> None:
-        self._clear_callback(a)
+    @rule(a=actxs, aim=AIM)
+    def clear_callback(self, a: str, aim: int) -> None:
+        self._clear_callback(self._aim(a, aim, False))
 
     def _clear_callback(self, a: str) -> None:
         state = self._ref_state(a)
@@ -225,7 +275,8 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         want = self.r.adapter.async_context_requires_notify(self.r.actx[a])
         self._record({"requires_notify": a, "expect": bool(want)})
         if got is CRASHED or bool(got) != bool(want):
-            self._fail(rule_requirement(state, Event.READ, "OQ-4"), mismatch(f"requires-notify of {a}", want, got))
+            requirement = "NOTIFY-7" if a in self.reinit_since_register else rule_requirement(state, Event.READ, "OQ-4")
+            self._fail(requirement, mismatch(f"requires-notify of {a}", want, got))
 
     @rule(a=actxs)
     def status(self, a: str) -> None:
@@ -236,11 +287,17 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         if self.diverged or not self._allowed(state, Event.READ):
             return
         requirement = status_requirement(state)
+        if a in self.failed_queue and state in (State.IDLE, State.COMPLETED):
+            requirement = "OQ-5"  # a refused queue must leave the context as it was
         got = self._call("SspiGetAsyncCallStatus", self.t.adapter.get_async_call_status, self.t.actx[a])
         want = self.r.adapter.get_async_call_status(self.r.actx[a])
         self._record({"status": a, "expect": st.name_of(want)})
         if got != want:
-            self._fail(requirement, mismatch(f"status of {a} ({state.value})", want, got))
+            if state is State.COMPLETED and isinstance(got, int):
+                requirement = completion_requirement(_OPS.get(self.last_op.get(a, "")), got) or requirement
+            # A final status while the reference is still pending is CTX-7 whatever else it implies.
+            precise = state in (State.PENDING_NOTIFY, State.PENDING_SILENT)
+            self._fail(requirement, mismatch(f"status of {a} ({state.value})", want, got), precise)
 
     @rule(a=actxs)
     def reinit(self, a: str) -> None:
@@ -254,6 +311,9 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         got = self._call("SspiReinitAsyncContext", self.t.adapter.reinit_async_context, self.t.actx[a])
         want = self.r.adapter.reinit_async_context(self.r.actx[a])
         self._record({"reinit": a, "expect": st.name_of(want)})
+        if st.nt_success(want):
+            self.reinit_since_register.add(a)
+            self.failed_queue.discard(a)
         if got != want:
             self._fail(requirement, mismatch(f"reinit of {a} ({state.value})", want, got))
 
@@ -272,7 +332,16 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         self._record({"free": a})
         self._crashed(requirement)
 
-    @rule(a=freed, call=hs.sampled_from(("free", "status", "set_callback", "reinit", "queue")))
+    @precondition(lambda self: self._can_complete() and bool(self._pending_names()))
+    @rule(target=freed, index=hs.integers(0, 7))
+    def free_pending(self, index: int) -> str:
+        """Free a context whose call is pending: FREE-3 misuse, or FREE-5 for a silent delete."""
+        pending = self._pending_names()
+        a = pending[index % len(pending)]
+        self._free(a)
+        return a
+
+    @rule(a=freed, call=hs.sampled_from(("free", "free", "status", "set_callback", "reinit", "queue")))
     def use_after_free(self, a: str, call: str) -> None:
         """Double free and use after free (FREE-1): refused, never a crash."""
         if call == "free":
@@ -334,6 +403,9 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         """The next ISC or ASC leg of a session, fed with the peer's latest token."""
         a = self._aim(a, aim, False)
         role, peer, cred = self.roles[c]
+        if aim and role == "server" and self.last_token.get(peer) not in self.r.tokens:
+            c = peer  # the client speaks first: a server leg with nothing to read only fails
+            role, peer, cred = self.roles[c]
         if self._busy(c):
             return  # CALL-6: overlapping calls on one CtxtHandle have no fixed outcome
         token = self._name("t")
@@ -422,7 +494,7 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         event = queue_event(is_delete, ref.callback is not None)  # type: ignore[attr-defined]
         if not self._allowed(state, event):
             return
-        requirement = rule_requirement(state, event, "CALL-2")
+        requirement = rule_requirement(state, event, "NOTIFY-7" if a in self.reinit_since_register else "CALL-2")
         result = self._call(f"the {op} queueing call", call, self.t)
         want, r_entry = call(self.r)
         self._record({op: spec, "expect": st.name_of(want)})
@@ -432,7 +504,10 @@ class AsyncSspiMachine(RuleBasedStateMachine):
             self._fail(requirement, mismatch(f"queue {op} on {a} ({state.value})", want, got))
             return
         if want != st.SEC_E_OK:
+            self.failed_queue.add(a)
             return
+        self.failed_queue.discard(a)
+        self.last_op[a] = op
         self.t.outstanding[a] = t_entry
         self.r.outstanding[a] = r_entry
         after: State = ref.state  # type: ignore[attr-defined]
@@ -452,7 +527,9 @@ class AsyncSspiMachine(RuleBasedStateMachine):
             arrived = self.t.wait_not_pending(a, timeout)
         self._record({"wait": a, "timeout_ms": int(timeout * 1000)})
         if not arrived:
-            self._fail("NOTIFY-2", f"the call queued on {a} did not complete within {timeout:.1f} s")
+            # Notified: the callback never came (OQ-13); silent: the status never became final.
+            requirement = "OQ-13" if state is State.PENDING_NOTIFY else "CTX-8"
+            self._fail(requirement, f"the call queued on {a} did not complete within {timeout:.1f} s")
             return
         self._complete_reference([a])
 
@@ -488,8 +565,17 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         if not self._can_complete():
             return
         pending = self._pending_names()
-        if pending:
-            self._complete_in_order(pending, step="all")
+        if not pending:
+            return
+        before = {name: self._ref_state(name) for name in pending}
+        t_control, r_control = self.t.adapter.control, self.r.adapter.control
+        assert t_control is not None and r_control is not None
+        self._record({"complete": "all"})
+        self._call("completing every pending call", t_control.complete_all)
+        r_control.complete_all()
+        zombies = [name for name in pending if before[name] is State.ZOMBIE]
+        self._crashed(self._completion_crash_requirement(zombies[0], State.ZOMBIE) if zombies else "OQ-13")
+        self._settle(pending, before)
 
     @precondition(lambda self: self._can_complete() and len(self._pending_names()) > 1)
     @rule()
@@ -508,8 +594,25 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         for name in names:
             self._call(f"completing {name}", t_control.complete, self.t.actx[name])
             r_control.complete(self.r.actx[name])
-            self._crashed(status_requirement(before[name]))
+            self._crashed(self._completion_crash_requirement(name, before[name]))
         self._settle(names, before)
+
+    def _completion_crash_requirement(self, name: str, state: State) -> str:
+        if state is State.ZOMBIE:
+            # Freed while pending: legal for a silent delete (FREE-5), deferred destruction
+            # for a notified call (OQ-12).
+            return "FREE-5" if self.r.actx[name].callback is None else "OQ-12"  # type: ignore[attr-defined]
+        return status_requirement(state)
+
+    @precondition(lambda self: self.faults and not self.diverged)
+    @rule()
+    def inject_queue_oom(self) -> None:
+        """The next queueing call fails with SEC_E_INSUFFICIENT_MEMORY: no callback (OQ-5)."""
+        for side in (self.t, self.r):
+            control = side.adapter.control
+            assert control is not None
+            control.inject_fault("queue-oom")
+        self._record({"inject_fault": {"fault": "queue-oom"}})
 
     @precondition(lambda self: self.controlled and not self.diverged)
     @rule(mode=hs.sampled_from(("inline", "deferred", "deferred", "threaded")))
@@ -545,12 +648,15 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         self._record({"callbacks": name, "expect": len(want)})
         if len(got) != len(want):
             self._fail(
-                callback_requirement(len(want), len(got), state_before),
+                callback_requirement(len(want), len(got), state_before, name in self.reinit_since_register),
                 f"{name} received {len(got)} callback(s) where the contract gives {len(want)}",
+                precise=state_before in (State.PENDING_SILENT, State.ZOMBIE),
             )
             return
         if not want:
             return
+        if self.behaviour.get(name) == "reinit":
+            self.reinit_since_register.add(name)  # reinitialised from inside its callback
         w, g = want[-1], got[-1]
         if not g.same_handle:
             self._fail("CTX-10", f"the callback of {name} was handed another async context")
@@ -564,7 +670,9 @@ class AsyncSspiMachine(RuleBasedStateMachine):
     @invariant()
     def implementation_kept_the_contract(self) -> None:
         if self.t.errors and not self.diverged:
-            self._fail("OQ-11", self.t.errors[0])
+            # A callback that frees its own context relies on OQ-3; any other call from inside
+            # a callback relies on OQ-11.
+            self._fail("OQ-3" if "SspiFreeAsyncContext" in self.t.errors[0] else "OQ-11", self.t.errors[0])
         if self.diverged:
             return
         found = [v for v in self.monitor.violations() if v.party == "implementation"]

@@ -70,18 +70,21 @@ class Side:
         records = self.callbacks.setdefault(name, [])
 
         def callback(handle: Handle, data: Any) -> None:
+            what = "SspiGetAsyncCallStatus"
             try:
                 status = adapter.get_async_call_status(handle)
                 self.calls += 1
                 records.append(CallbackRecord(data, status, handle is expected or handle == expected))
                 if behaviour == "free":
+                    what = "SspiFreeAsyncContext"
                     adapter.free_async_context(handle)
                     self.calls += 1
                 elif behaviour == "reinit":
+                    what = "SspiReinitAsyncContext"
                     adapter.reinit_async_context(handle)
                     self.calls += 1
             except Exception as exc:  # recorded: an exception must not vanish in a worker thread
-                self.errors.append(f"callback of {name} raised {exc!r}")
+                self.errors.append(f"{what} inside the callback of {name} raised {exc!r}")
             finally:
                 with self._arrived:
                     self._arrived.notify_all()
