@@ -42,7 +42,7 @@ VERSIONS = ("tls1.2", "tls1.3")
 # Small batches, many rounds, adapter and ssl alternating, the best batch of each kept:
 # on a shared 2-core machine a long batch is always preempted somewhere, a short one
 # sometimes is not, so the minimum of short batches estimates the undisturbed cost.
-HANDSHAKE_ROUNDS, HANDSHAKES_PER_BATCH = 80, 1
+HANDSHAKE_ROUNDS, HANDSHAKES_PER_BATCH = 150, 1
 RECORD_ROUNDS, RECORDS_PER_BATCH = 200, 25
 TARGET = "localhost"
 
