@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -395,3 +396,41 @@ def test_agent_traffic_validates_against_the_schema(tmp_path: Path) -> None:
     assert {"initialize", "control.complete", "accept_security_context_async", "close", "shutdown"} <= set(
         methods.values()
     )
+
+
+def test_complete_returns_only_after_the_callback_even_when_the_reader_thread_got_it() -> None:
+    """While a callback is awaited the client's reader thread takes the stream; the answer to
+    control.complete must still wait for the callback of the notification before it."""
+    a = make("stdio", "deferred")
+    assert a.control is not None
+    for _ in range(3):
+        ctx = a.create_async_context()
+        done: list[object] = []
+
+        def slow(c: Any, d: Any) -> None:
+            time.sleep(0.05)
+            d.append("x")
+
+        a.set_async_notify_callback(ctx, slow, done)
+        assert a.delete_security_context_async(ctx, None) == st.SEC_E_OK
+        time.sleep(0.03)  # the caller is idle: the reader thread now owns the stream
+        assert a.control.complete(ctx)
+        assert done == ["x"]
+        a.free_async_context(ctx)
+    a.close()
+
+
+def test_threaded_completions_reach_an_idle_caller() -> None:
+    a = make("stdio", "threaded")
+    events = [threading.Event() for _ in range(5)]
+    contexts = []
+    for event in events:
+        ctx = a.create_async_context()
+        a.set_async_notify_callback(ctx, lambda c, d: d.set(), event)
+        assert a.delete_security_context_async(ctx, None) == st.SEC_E_OK
+        contexts.append(ctx)
+    assert all(event.wait(5.0) for event in events)  # no call made while waiting
+    for ctx in contexts:
+        assert a.get_async_call_status(ctx) == st.SEC_E_INVALID_HANDLE  # a NULL CtxtHandle
+        a.free_async_context(ctx)
+    a.close()

@@ -70,7 +70,9 @@ class Connection:
         self._ids = itertools.count(1)
         self._reading = False
         self._waiters = 0  # threads blocked in _cv.wait (skip notify_all when none)
-        self._responses: dict[int, dict[str, Any]] = {}
+        self._responses: dict[int, tuple[int, dict[str, Any]]] = {}  # id -> (arrival seq, message)
+        self._seq = 0  # messages read so far
+        self._running: dict[int, int] = {}  # callbacks running: arrival seq -> thread id
         self._outstanding: dict[int, str] = {}
         self._activity = 0
         self._expected = 0
@@ -81,6 +83,7 @@ class Connection:
         self.last_call: str | None = None
         self.violations: list[Violation] = []
         self._violation_count = 0
+        self._suppressed: set[str] = set()
         self.tainted = False  # broke the protocol at least once: never reuse it
         self.last_used = time.monotonic()
 
@@ -131,6 +134,8 @@ class Connection:
         self._violation_count += 1
         if len(self.violations) < MAX_RECORDED_VIOLATIONS:
             self.violations.append(Violation(requirement, message, "implementation", call))
+        else:
+            self._suppressed.add(requirement)
         if self._violation_count > FLOOD_LIMIT:
             raise _Fatal(ImplementationCrashed(
                 f"remote agent {self.label} sent more than {FLOOD_LIMIT} invalid messages; connection dropped"
@@ -141,7 +146,11 @@ class Connection:
         suppressed = self._violation_count - len(out)
         self._violation_count = 0
         if suppressed > 0:
-            out.append(Violation("PROTO-1", f"{suppressed} further protocol violations not listed", "implementation"))
+            kinds = sorted(self._suppressed)
+            out.append(Violation(kinds[0] if kinds else "PROTO-1",
+                                 f"{suppressed} further protocol violations not listed ({', '.join(kinds)})",
+                                 "implementation"))
+        self._suppressed = set()
         return out
 
     def close(self, graceful_timeout: float = 0.0) -> None:
@@ -174,9 +183,21 @@ class Connection:
         while True:
             with mu:
                 while True:
-                    msg = self._responses.pop(rid, None)
-                    if msg is not None:
-                        return msg
+                    entry = self._responses.get(rid)
+                    if entry is not None:
+                        if self._releasable(entry[0]):
+                            del self._responses[rid]
+                            return entry[1]
+                        # A callback read before this answer still runs on another thread:
+                        # as in-process, the call returns only after it (caller code, so
+                        # the time is not charged to the agent).
+                        self._waiters += 1
+                        try:
+                            self._cv.wait(0.05)
+                        finally:
+                            self._waiters -= 1
+                        deadline = max(deadline, time.monotonic() + 0.05)
+                        continue
                     if self.dead is not None:
                         self._outstanding.pop(rid, None)
                         raise self._after_death(method)
@@ -199,7 +220,7 @@ class Connection:
                 return payload
             if kind == "note" and payload is not None:
                 started = time.monotonic()
-                _run(payload)
+                self._run_thunk(*payload)
                 # Time spent in the caller's own callback is not the agent's fault.
                 deadline += time.monotonic() - started
 
@@ -234,6 +255,24 @@ class Connection:
             if not released:
                 self._release()
 
+    def _releasable(self, seq: int) -> bool:
+        """No callback of a notification read before message ``seq`` is still running on
+        another thread (the caller's own thread may be inside one: nested calls)."""
+        running = self._running
+        if not running:
+            return True
+        me = threading.get_ident()
+        return all(s > seq or t == me for s, t in running.items())
+
+    def _run_thunk(self, seq: int, thunk: Thunk) -> None:
+        try:
+            thunk()
+        finally:
+            with self._mu:
+                self._running.pop(seq, None)
+                if self._waiters:
+                    self._cv.notify_all()
+
     def _release(self) -> None:
         with self._mu:
             self._reading = False
@@ -241,6 +280,8 @@ class Connection:
                 self._cv.notify_all()
 
     def _classify(self, line: bytes, rid: int | None) -> tuple[str, Any]:
+        self._seq += 1
+        seq = self._seq
         try:
             msg = loads(line)
         except ValueError:
@@ -257,21 +298,27 @@ class Connection:
                 self.violate("PROTO-5", f"notification {method!r} arrived outside a session")
                 return "other", None
             try:
-                return "note", sink.prepare_notification(method, msg.get("params"))
+                thunk = sink.prepare_notification(method, msg.get("params"))
             except _Fatal:
                 raise
             except Exception as exc:  # a notification we cannot apply must not kill the reader
                 self.violate("PROTO-11", f"notification {method!r} could not be applied: {exc!r}")
                 return "other", None
+            if thunk is None:
+                return "other", None
+            with self._mu:  # registered before the reader role is given back
+                self._running[seq] = threading.get_ident()
+            return "note", (seq, thunk)
         mid = msg.get("id")
         if ("result" in msg or "error" in msg) and type(mid) is int:
             with self._mu:
                 if mid in self._outstanding:
                     del self._outstanding[mid]
-                    if mid == rid:
+                    if mid == rid and self._releasable(seq):
                         return "mine", msg
-                    self._responses[mid] = msg
-                    self._cv.notify_all()
+                    self._responses[mid] = (seq, msg)
+                    if self._waiters:
+                        self._cv.notify_all()
                     return "other", None
             raise _Fatal(self._record_fatal("PROTO-3", f"response with id {mid!r}, which no open request has"))
         if "result" in msg or "error" in msg:
@@ -301,7 +348,7 @@ class Connection:
             except AdapterError:
                 continue  # recorded as the connection's death; the loop ends above
             if kind == "note" and payload is not None:
-                _run(payload)
+                self._run_thunk(*payload)
             last = -1 if kind != "none" else self._activity
 
     # ---- failure ---------------------------------------------------------------------------
@@ -397,10 +444,6 @@ class Connection:
             proc.wait(timeout=5.0)
         except subprocess.TimeoutExpired:  # pragma: no cover - a process SIGKILL cannot stop
             pass
-
-
-def _run(thunk: Thunk) -> None:
-    thunk()
 
 
 _EXCEPTIONS: dict[str, type[Exception]] = {"ValueError": ValueError, "TypeError": TypeError}
