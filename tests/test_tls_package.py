@@ -365,7 +365,8 @@ def test_alerts(user: TlsPackage, case: AlertCase) -> None:
     if side.context is None:
         assert side.history == [status]  # OQ-20: a failed first leg made no handle
     else:
-        # SCH-26: the failed context stays failed.
+        # SCH-26: the failed context stays failed and never had record sizes (MSG-1).
+        assert user.query_attributes(side.context, SECPKG_ATTR_STREAM_SIZES)[0] == st.SEC_E_INVALID_HANDLE
         assert side.leg(b"\x16\x03\x03\x00\x01\x00").status == status
 
 

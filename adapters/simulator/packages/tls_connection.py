@@ -62,7 +62,6 @@ _INCOMPLETE = st.SEC_E_INCOMPLETE_MESSAGE
 _INVALID_PARAMETER = st.SEC_E_INVALID_PARAMETER
 _BUFFER_TOO_SMALL = st.SEC_E_BUFFER_TOO_SMALL
 _EMPTY_TLS13_BODY = 17  # inner content type + AEAD tag
-_CLOSE_NOTIFY = 0
 
 
 @dataclass(slots=True)
@@ -212,10 +211,9 @@ class TlsConnection:
         return NEVER
 
     def stream_sizes(self) -> tuple[int, StreamSizes | None]:
-        if self.phase == HANDSHAKE:
-            return st.SEC_E_INVALID_HANDLE, None
+        """MSG-1; only a context whose handshake completed has record sizes."""
         if self._sizes is None:
-            self._sizes = _stream_sizes(self._sslobj.cipher())
+            return st.SEC_E_INVALID_HANDLE, None
         return st.SEC_E_OK, self._sizes
 
     # ---- handshake legs ------------------------------------------------------------------
