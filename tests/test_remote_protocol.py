@@ -174,3 +174,20 @@ def test_schema_names_every_interface_method() -> None:
 def test_agent_entry_point_is_importable_for_the_cli() -> None:
     assert callable(agent.main)
     assert sys.modules["adapters.remote.agent"] is agent
+
+
+def test_windows_stdio_fallback_reads_bounded_lines() -> None:
+    import io
+
+    read_line = agent._blocking_reader(io.BytesIO(b'{"a":1}\n' + b"y" * 50 + b"\n"), 20)
+    assert read_line() == b'{"a":1}'
+    with pytest.raises(LineTooLong):
+        read_line()
+    read_line = agent._blocking_reader(io.BytesIO(b"cut"), 20)
+    with pytest.raises(StreamClosed):
+        read_line()
+    r, w = os.pipe()
+    agent._BlockingFds(r, w).write_all(b"line\n", None)
+    assert os.read(r, 10) == b"line\n"
+    os.close(r)
+    os.close(w)

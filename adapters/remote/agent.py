@@ -125,15 +125,24 @@ class Server:
         self.adapter_name = adapter_name
         self.max_bytes = max_message_bytes
 
-    def serve(self, transport: Transport) -> None:
-        """Answer requests until EOF, ``shutdown``, or an unreadable stream."""
-        reader = LineReader(transport, self.max_bytes, SPIN_S)
+    def serve(self, transport: Transport, read_line: Callable[[], bytes] | None = None) -> None:
+        """Answer requests until EOF, ``shutdown``, or an unreadable stream.
+
+        ``read_line`` replaces the transport's reader (blocking stdin on Windows, where
+        pipes cannot be polled); it raises StreamClosed at EOF and LineTooLong.
+        """
+        if read_line is None:
+            reader = LineReader(transport, self.max_bytes, SPIN_S)
+
+            def read_line() -> bytes:
+                return reader.read_line(None)
+
         writer = Writer(transport, self.trace)
         session: Session | None = None
         try:
             while True:
                 try:
-                    line = reader.read_line(None)
+                    line = read_line()
                 except StreamClosed:
                     return
                 except LineTooLong:
@@ -247,11 +256,43 @@ def serve_stdio(server: Server) -> None:
     proto_fd = os.dup(1)
     os.dup2(2, 1)  # stray writes to fd 1 now land on stderr, never in the protocol stream
     sys.stdout = sys.stderr
+    if os.name == "nt":  # pipes cannot be polled or made non-blocking there: plain blocking reads
+        server.serve(_BlockingFds(0, proto_fd), _blocking_reader(sys.stdin.buffer, server.max_bytes))
+        return
     stdin_blocking = os.get_blocking(0)
     try:
         server.serve(Transport(0, proto_fd))
     finally:
         os.set_blocking(0, stdin_blocking)  # do not leave a terminal non-blocking
+
+
+class _BlockingFds(Transport):
+    """Windows stdio: blocking descriptors, written with plain os.write."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:  # no polling set-up (super() not called)
+        self.read_fd, self.write_fd = read_fd, write_fd
+
+    def write_all(self, data: bytes, deadline: float | None) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.write_fd, view):]
+        except OSError as exc:
+            raise StreamClosed(f"write failed: {exc}") from None
+
+
+def _blocking_reader(stream: Any, max_bytes: int) -> Callable[[], bytes]:
+    def read_line() -> bytes:
+        line = stream.readline(max_bytes + 1)
+        if not line:
+            raise StreamClosed("end of stream")
+        if not line.endswith(b"\n"):
+            if len(line) > max_bytes:
+                raise LineTooLong(max_bytes)
+            raise StreamClosed("end of stream inside a message")
+        return bytes(line[:-1])
+
+    return read_line
 
 
 def parse_listen(value: str) -> tuple[str, int] | None:

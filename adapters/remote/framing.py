@@ -60,9 +60,10 @@ class Transport:
         self.read_fd = read_fd
         self.write_fd = write_fd
         self._sock = sock
-        os.set_blocking(read_fd, False)
-        if write_fd != read_fd:
-            os.set_blocking(write_fd, False)
+        if sock is None:  # a socket is made non-blocking by for_socket (fds differ on Windows)
+            os.set_blocking(read_fd, False)
+            if write_fd != read_fd:
+                os.set_blocking(write_fd, False)
         self._read_poll = select.poll() if hasattr(select, "poll") else None
         if self._read_poll is not None:
             self._read_poll.register(read_fd, select.POLLIN)
