@@ -374,6 +374,22 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_FAILURES if diverged else EXIT_OK
 
 
+# ---- fuzz ----------------------------------------------------------------------------------------
+
+
+def add_fuzz(parser: argparse.ArgumentParser) -> None:
+    from conformance.fuzz.command import add_arguments
+
+    add_arguments(parser)
+
+
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    """Exit 0: nothing found; 1: a failure was found; 2: usage errors (conformance/fuzz/command.py)."""
+    from conformance.fuzz.command import run
+
+    return run(args)
+
+
 # ---- entry point ---------------------------------------------------------------------------------
 
 
@@ -392,6 +408,8 @@ COMMANDS: list[Command] = [
             cmd_validate),
     Command("serve", "run the remote adapter agent (adapters.remote.agent)", add_serve, cmd_serve),
     Command("diff", "run scenarios on two adapters and report the first divergence", add_diff, cmd_diff),
+    Command("fuzz", "property-based fuzzing of call order and completion timing (docs/fuzzing.md)", add_fuzz,
+            cmd_fuzz),
 ]
 
 

@@ -122,7 +122,11 @@ def run_campaign(
             break
         config = FuzzConfig(adapter=adapter, options=dict(options or {}), ignore=frozenset(ignore),
                             threaded=threaded)
-        size = CHUNK_EXAMPLES if left is None else min(CHUNK_EXAMPLES, left)
+        # Chunks sized from the pace so far, so the campaign ends close to its time budget.
+        pace = spent / result.examples if result.examples else 0.1
+        size = max(5, min(CHUNK_EXAMPLES, int((seconds - spent) / max(pace, 1e-4)) + 1))
+        if left is not None:
+            size = min(size, left)
         chunk_seed = seed * 1_000_003 + chunk
         chunk += 1
         fuzz_settings = settings(

@@ -165,7 +165,8 @@ class AsyncSspiMachine(RuleBasedStateMachine):
             self._fail(requirement, "")
 
     def _ref_state(self, name: str) -> State:
-        return self.r.actx[name].state  # type: ignore[attr-defined]
+        ref = self.r.actx.get(name)  # absent: named by a rule that ran after the run diverged
+        return State.FREED if ref is None else ref.state  # type: ignore[attr-defined]
 
     def _allowed(self, state: State, event: Event) -> bool:
         """False when the call would be caller misuse and misuse is off."""
@@ -366,7 +367,7 @@ class AsyncSspiMachine(RuleBasedStateMachine):
 
     def _aim(self, a: str, aim: int, is_delete: bool) -> str:
         """Usually redirect a queue to a context that accepts it (programs that progress)."""
-        if aim == 0:
+        if aim == 0 or a not in self.r.actx:
             return a
         ok = (State.IDLE, State.COMPLETED)
         ref = self.r.actx[a]
