@@ -160,6 +160,8 @@ def pytest_configure(config: pytest.Config) -> None:
         repeat=repeat,
     )
     _add_scenario_roots(config, roots)
+    if not is_worker(config) and config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(CrashRecorder(config), "sspi-conformance-crash-recorder")
 
 
 def _add_scenario_roots(config: pytest.Config, roots: list[Path]) -> None:
@@ -335,7 +337,7 @@ def _prepare(settings: Settings) -> None:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     # Single process: runs after deselection, before any item runs.
-    if is_worker(session.config):
+    if is_worker(session.config) or session.config.option.collectonly:
         return
     if session.testsfailed and not session.config.getoption("continue_on_collection_errors"):
         return  # pytest stops before running anything: keep the previous results
@@ -346,8 +348,44 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     # xdist controller: called for each worker's collection before any test is scheduled.
-    if any(".yaml::" in i or ".yml::" in i for i in ids):
+    if not node.config.option.collectonly and any(".yaml::" in i or ".yml::" in i for i in ids):
         _prepare(settings_of(node.config))
+
+
+def crash_result(nodeid: str, settings: Settings, rootpath: Path, detail: str) -> ScenarioResult:
+    """A ``crashed`` result for a scenario whose process died before it could record one."""
+    file_part, _, name = nodeid.partition("::")
+    path = rootpath / file_part
+    result = ScenarioResult(id=name.split("[")[0] or nodeid, title="", file=str(path), verdict=Verdict.CRASHED,
+                            adapter=settings.adapter,
+                            message=f"the test process died while running this scenario ({detail})")
+    try:  # best effort: the reports group results by requirement
+        from conformance.scenario.loader import load_scenario
+
+        scenario = load_scenario(path)
+    except Exception:
+        return result
+    result.title, result.level = scenario.title, scenario.level
+    result.requirements, result.tags = list(scenario.requirements), list(scenario.tags)
+    return result
+
+
+class CrashRecorder:
+    """xdist controller: a worker that dies mid-scenario (an in-process implementation that
+    crashed) leaves no result line; record the scenario as ``crashed`` so reports show it."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
+        settings = settings_of(self.config)
+        if not settings.prepared or not (".yaml::" in crashitem or ".yml::" in crashitem):
+            return
+        result = crash_result(crashitem, settings, self.config.rootpath, str(report.longrepr))
+        settings.report_dir.mkdir(parents=True, exist_ok=True)
+        append_result(settings.report_dir / RESULTS_NAME, result, nodeid=crashitem, worker="",
+                      profile=settings.profile or "")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

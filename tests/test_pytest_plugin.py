@@ -160,14 +160,35 @@ def test_xdist_two_workers_record_every_result_exactly_once(pytester: pytest.Pyt
     for sid in ids:
         write(pytester, f"scenarios/plug/{sid}.yaml", PASSING.format(sid=sid))
     write(pytester, "scenarios/plug/fail.yaml", FAILING)
+    # An implementation that kills its process mid-scenario (as a crashing in-process native
+    # implementation would): the controller must still record the scenario as crashed.
+    write(pytester, "scenarios/plug/crash.yaml", PASSING.format(sid="plug.crash"))
+    pytester.makeconftest(
+        "import os\n"
+        "def pytest_runtest_call(item):\n"
+        "    if item.name == 'plug.crash':\n"
+        "        os._exit(3)\n"
+    )
     # A stale file from an earlier run must not leak into this one.
     write(pytester, "reports/results.jsonl", '{"id": "stale", "verdict": "pass"}\n')
     result = pytester.runpytest_subprocess(*plugin_args(), *FAST, "-n", "2")
-    result.assert_outcomes(passed=12, failed=1)
+    result.assert_outcomes(passed=12, failed=2)
     assert "expected: SEC_I_ASYNC_CALL_PENDING (0x00090368)" in result.stdout.str()
     lines = results(pytester)
-    assert sorted(r["id"] for r in lines) == sorted([*ids, "plug.expects-pending"])
-    assert {r["worker"] for r in lines} <= {"gw0", "gw1"}
-    assert all(r["steps"] and "duration_s" in r and r["adapter"] == "simulator" for r in lines)
+    assert sorted(r["id"] for r in lines) == sorted([*ids, "plug.expects-pending", "plug.crash"])
+    by_id = {r["id"]: r for r in lines}
+    crash = by_id.pop("plug.crash")
+    assert crash["verdict"] == "crashed" and crash["requirements"] == ["CTX-7"]
+    assert "crashed while running" in crash["message"]
+    assert {r["worker"] for r in by_id.values()} <= {"gw0", "gw1"}
+    assert all(r["steps"] and "duration_s" in r and r["adapter"] == "simulator" for r in by_id.values())
     junit = (pytester.path / "reports" / "junit.xml").read_text()
-    assert junit.count("<testcase ") == 13
+    assert junit.count("<testcase ") == 14
+
+
+def test_collect_only_keeps_the_previous_results(pytester: pytest.Pytester) -> None:
+    write(pytester, "scenarios/plug/pass.yaml", PASSING.format(sid="plug.pass"))
+    run(pytester).assert_outcomes(passed=1)
+    before = (pytester.path / "reports" / "results.jsonl").read_text()
+    run(pytester, "--collect-only")
+    assert (pytester.path / "reports" / "results.jsonl").read_text() == before
