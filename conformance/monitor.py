@@ -95,7 +95,8 @@ _ON_REINIT, _ON_FREE, _ON_READ = _column(Event.REINIT), _column(Event.FREE), _co
 _E_QUEUE = Event.QUEUE
 _Q_NOTIFY, _Q_SILENT_DELETE, _Q_SILENT = (_ON_QUEUE[e] for e in (Event.QUEUE, Event.QUEUE_SILENT_DELETE,
                                                                 Event.QUEUE_SILENT))
-_STATUSES = COMPLETION_STATUSES
+# Completion statuses an operation may report (PENDING excluded), by operation name.
+_ALLOWED = {op: allowed - {st.SEC_I_ASYNC_CALL_PENDING} for op, (_, allowed) in COMPLETION_STATUSES.items()}
 _monotonic = time.monotonic
 _first = operator.itemgetter(0)
 _get_ident = threading.get_ident
@@ -111,51 +112,34 @@ _OP, _OUTPUTS, _NOTIFY, _DATA, _SEQ, _CALLBACKS, _CANCELLED, _CHECKED, _CONTROLL
 
 
 class _Shadow:
-    """What the contract says one async context is doing."""
+    """What the contract says one async context is doing.
 
-    __slots__ = (
-        "call",
-        "callbacks",
-        "custom",
-        "final",
-        "freeing",
-        "handle",
-        "idle_ok",
-        "in_callback",
-        "last_queue_failed",
-        "notify_ok",
-        "number",
-        "older",
-        "reg",
-        "reinit_since_reg",
-        "state",
-        "tentative",
-    )
+    Not slotted on purpose: one is made per SspiCreateAsyncContext, and class-level defaults
+    let the constructor set two attributes instead of sixteen (the hot path of a round trip).
+    """
+
+    custom: str | None = None  # label given with ContractMonitor.name()
+    state: State = State.IDLE
+    reg: tuple[Callback, Any] | None = None  # (user callback, data) registered
+    reinit_since_reg = False
+    notify_ok = False  # RequiresNotify answered correctly for this registration
+    idle_ok = False  # an idle read answered "not pending"
+    call: _Call | None = None  # the latest accepted call
+    older: tuple[_Call, ...] = ()  # earlier calls whose callback is still owed (rare)
+    tentative: _Call | None = None  # a queue call in progress (inline completion)
+    final: int | None = None  # final status observed for the latest call
+    callbacks = 0
+    last_queue_failed = False
+    freeing: int | None = None  # thread id inside SspiFreeAsyncContext
+    in_callback: int | None = None  # thread id running the user callback
 
     def __init__(self, handle: Handle, number: int) -> None:
         self.handle = handle
         self.number = number  # default label "actx<number>", formatted only when shown
-        self.custom: str | None = None  # label given with ContractMonitor.name()
-        self.state = _IDLE
-        self.reg: tuple[Callback, Any] | None = None  # (user callback, data) registered
-        self.reinit_since_reg = False
-        self.notify_ok = False  # RequiresNotify answered correctly for this registration
-        self.idle_ok = False  # an idle read answered "not pending"
-        self.call: _Call | None = None  # the latest accepted call
-        self.older: list[_Call] = _NO_CALLS  # earlier calls whose callback is still owed (rare)
-        self.tentative: _Call | None = None  # a queue call in progress (inline completion)
-        self.final: int | None = None  # final status observed for the latest call
-        self.callbacks = 0
-        self.last_queue_failed = False
-        self.freeing: int | None = None  # thread id inside SspiFreeAsyncContext
-        self.in_callback: int | None = None  # thread id running the user callback
 
     @property
     def label(self) -> str:
         return self.custom if self.custom is not None else f"actx{self.number}"
-
-
-_NO_CALLS: list[_Call] = []  # shared empty list; replaced, never appended to
 
 
 def _owed(call: _Call | None) -> bool:
@@ -174,10 +158,12 @@ class _MonitoredControl(CompletionControl):
         return self._inner.mode
 
     def set_mode(self, mode: str) -> None:
-        self._monitor._note("set_mode", mode)
+        monitor = self._monitor
+        monitor._note("set_mode", mode)
         if mode == "threaded":
-            self._monitor._concurrent = True  # never reset: workers may still be completing
-        self._monitor._inline = mode == "inline"
+            monitor._concurrent = True  # never reset: workers may still be completing
+        monitor._inline = mode == "inline"
+        monitor._deferred_mode = mode == "deferred"
         self._inner.set_mode(mode)
 
     def pending(self) -> list[Handle]:
@@ -186,9 +172,16 @@ class _MonitoredControl(CompletionControl):
     def complete(self, ctx: Handle) -> bool:
         monitor = self._monitor
         sh = monitor._live.get(ctx) if ctx is not None else None
+        if sh is None:
+            sh = monitor._lookup(ctx)
         monitor._append((next(monitor._seq), _monotonic(), None, "complete", "complete",
                          sh if sh is not None else ctx, None, None, ""))
-        done = self._inner.complete(ctx)
+        try:
+            done = self._inner.complete(ctx)
+        except Exception:
+            if sh is not None:
+                monitor._completion_crashed([sh])
+            raise
         if done and sh is not None:
             call = sh.call
             if call is not None and not call[_CONTROLLED] and call[_CALLBACKS] and not sh.older:
@@ -201,13 +194,21 @@ class _MonitoredControl(CompletionControl):
         monitor = self._monitor
         inner = self._inner
         waiting = inner.pending()
+        shadows = [(h, monitor._lookup(h)) for h in waiting]
+        calls = {h: sh.call for h, sh in shadows if sh is not None}
         monitor._event("complete", "complete_all", None, None, None)
-        count = inner.complete_all()
+        try:
+            count = inner.complete_all()
+        except Exception:
+            monitor._completion_crashed([sh for _, sh in shadows if sh is not None])
+            raise
         if waiting and inner.mode != "threaded":
             # Only calls completed synchronously here are known to be over; in threaded mode a
             # call that left the queue may still be delivering its callback on a worker.
             left = set(inner.pending())
             monitor._completed_by_control([h for h in waiting if h not in left])
+            # A call that was waiting and is still waiting, unchanged, was skipped.
+            monitor._skipped_by_control([(h, calls[h]) for h in waiting if h in left and h in calls])
         return count
 
     def inject_fault(self, fault: str, **params: Any) -> None:
@@ -228,9 +229,10 @@ class ContractMonitor(Adapter):
         self._raw = collections.deque(maxlen=trace_limit) if trace_limit else []
         self._append = self._raw.append
         self._live: dict[Handle, _Shadow] = {}
-        # OrderedDict: evicting the oldest entry of a plain dict again and again gets slower
-        # and slower (iteration skips the deleted slots at its front).
-        self._freed: collections.OrderedDict[Handle, _Shadow] = collections.OrderedDict()
+        # Freed contexts, remembered for late callbacks and double frees: between _FREED_MEMORY
+        # and twice as many, in two generations.
+        self._freed: dict[Handle, _Shadow] = {}
+        self._freed_old: dict[Handle, _Shadow] = {}
         self._labels: dict[Any, str] = {}
         self._actx_count = itertools.count(1)
         self._found: list[tuple[str, str, str, str | None, int | None]] = []
@@ -245,6 +247,9 @@ class ContractMonitor(Adapter):
         # Inline mode: an accepted call has completed when the queue call returns.  Tracked
         # through our control wrapper; change modes through ``monitor.control``.
         self._inline = inner_control is not None and inner_control.mode == "inline"
+        # Deferred mode: nothing completes unless ``monitor.control`` completes it, so a final
+        # status before that is a status published too early (CTX-7).
+        self._deferred_mode = inner_control is not None and inner_control.mode == "deferred"
 
     # ---- trace and violations ----------------------------------------------------------------
     def _event(self, kind: str, op: str, ctx: Any, args: Any, status: int | None, detail: str = "") -> int:
@@ -312,7 +317,7 @@ class ContractMonitor(Adapter):
     def callback_count(self, ctx: Handle) -> int:
         """How many callbacks arrived for ``ctx`` (live or recently freed)."""
         with self._lock:
-            sh = self._live.get(ctx) or self._freed.get(ctx)
+            sh = self._lookup(ctx)
             return sh.callbacks if sh is not None else 0
 
     def finish(self, settle_s: float = 0.2) -> None:
@@ -412,13 +417,10 @@ class ContractMonitor(Adapter):
         try:
             live = self._live
             if handle is not None and handle not in live:
-                sh = _Shadow(handle, next(self._actx_count))
-                live[handle] = sh
-                if self._freed:
-                    self._freed.pop(handle, None)
+                # (a recycled handle may still be remembered as freed: lookups try live ones first)
+                live[handle] = sh = _Shadow(handle, next(self._actx_count))
                 self._append((next(self._seq), _monotonic(), _get_ident() if conc else None, "return",
-                              "create_async_context", sh,
-                              None, None, ""))
+                              "create_async_context", sh, None, None, ""))
                 return handle
             if handle is None:
                 self._event("return", "create_async_context", None, None, None, "NULL (out of memory, CTX-2)")
@@ -429,7 +431,6 @@ class ContractMonitor(Adapter):
             if old is not None:
                 self._flag("CTX-1", f"SspiCreateAsyncContext returned {old.label}, which is still live", _IMPL,
                            "create_async_context", seq)
-            self._freed.pop(handle, None)
             self._live[handle] = sh
         finally:
             if conc:
@@ -439,13 +440,22 @@ class ContractMonitor(Adapter):
     def _lookup(self, ctx: Any) -> _Shadow | None:
         try:
             sh = self._live.get(ctx)
-            return sh if sh is not None else self._freed.get(ctx)
+            if sh is None:
+                sh = self._freed.get(ctx)
+                if sh is None:
+                    sh = self._freed_old.get(ctx)
+            return sh
         except TypeError:  # unhashable: certainly not one of our handles
             return None
 
+    def _forget_freed(self) -> None:
+        """Two generations of freed contexts: the older one is dropped as a whole (cheap)."""
+        self._freed_old = self._freed
+        self._freed = {}
+
     def free_async_context(self, ctx: Handle | None) -> None:
-        tid = _get_ident() if self._concurrent else self._home_thread
         conc = self._concurrent
+        tid = _get_ident() if conc else self._home_thread
         if conc:
             self._lock.acquire()
         try:
@@ -458,18 +468,38 @@ class ContractMonitor(Adapter):
                 del self._live[ctx]
                 freed = self._freed
                 freed[ctx] = sh
-                if len(freed) > _FREED_MEMORY:
-                    freed.popitem(last=False)
-                self._append((next(self._seq), _monotonic(), tid, "call", "free_async_context", sh, None, None, ""))
+                if len(freed) >= _FREED_MEMORY:
+                    self._forget_freed()
+                self._append((next(self._seq), _monotonic(), tid if conc else None, "call", "free_async_context",
+                              sh, None, None, ""))
                 sh = None
             else:
                 sh = self._free_slow(ctx, tid)
         finally:
             if conc:
                 self._lock.release()
-        self.inner.free_async_context(ctx)  # NULL is a no-op (FREE-2)
-        if sh is not None:
-            sh.freeing = None
+        try:
+            self.inner.free_async_context(ctx)  # NULL is a no-op (FREE-2)
+        except Exception as exc:
+            self._free_crashed(ctx, exc)
+            raise
+        finally:
+            if sh is not None:
+                sh.freeing = None
+
+    def _free_crashed(self, ctx: Any, exc: Exception) -> None:
+        """SspiFreeAsyncContext raised: legal frees and tolerated misuse must not crash."""
+        with self._lock:
+            sh = self._lookup(ctx)
+            if sh is None:
+                return
+            seq = self._event("note", "free_async_context", sh, None, None, f"raised {exc!r}")
+            if sh.in_callback == _get_ident():
+                self._flag("OQ-3", f"freeing {sh.label} from inside its own callback crashed: {exc!r}", _IMPL,
+                           "free_async_context", seq)
+            elif sh.state in _DEAD and sh.freeing is None:
+                self._flag("FREE-1", f"a second SspiFreeAsyncContext on {sh.label} crashed instead of being "
+                           f"diagnosed: {exc!r}", _IMPL, "free_async_context", seq)
 
     def _free_slow(self, ctx: Handle | None, tid: int) -> _Shadow | None:
         """Misuse, zombies and unknown handles; returns the shadow whose ``freeing`` was set."""
@@ -503,8 +533,8 @@ class ContractMonitor(Adapter):
             if self._live.get(sh.handle) is sh:
                 del self._live[sh.handle]
                 self._freed[sh.handle] = sh
-                if len(self._freed) > _FREED_MEMORY:
-                    self._freed.popitem(last=False)
+                if len(self._freed) >= _FREED_MEMORY:
+                    self._forget_freed()
 
     def reinit_async_context(self, ctx: Handle | None) -> int:
         with self._lock:
@@ -544,7 +574,7 @@ class ContractMonitor(Adapter):
         call = sh.call
         if _owed(call):
             assert call is not None
-            sh.older = [*sh.older, call]  # reinit before the callback arrived: it is still owed
+            sh.older = (*sh.older, call)  # reinit before the callback arrived: it is still owed
         sh.state = _IDLE
         sh.final = None
         sh.call = None
@@ -683,7 +713,11 @@ class ContractMonitor(Adapter):
                            "get_async_call_status", seq)
         elif state is _PN or state is _PS:
             call = sh.call
-            if result != _PENDING:
+            if result != _PENDING and self._deferred_mode and call is not None and not call[_CONTROLLED] \
+                    and not call[_CALLBACKS]:
+                self._flag("CTX-7", f"{sh.label} reads {st.describe(result)} although its {call[_OP]} has not "
+                           "completed (deferred mode)", _IMPL, "get_async_call_status", seq)
+            elif result != _PENDING:
                 sh.state = _DONE
                 sh.final = result
                 if call is not None:
@@ -746,15 +780,15 @@ class ContractMonitor(Adapter):
                 if (
                     call is not None and call[_NOTIFY] and not call[_CALLBACKS] and not call[_CANCELLED]
                     and not sh.older and actx is sh.handle and data is call[_DATA] and status is not None
-                    and status != _PENDING and status in _STATUSES[call[_OP]][1]
+                    and status in _ALLOWED[call[_OP]]
+                    and ((outputs := call[_OUTPUTS]) is None or (outputs.written and (
+                        status not in _NEW_CONTEXT_STATUSES or call[_OP] is _ACH or outputs.new_context is not None)))
                 ):
                     # The usual case: the one callback owed, right context and data, final status.
+                    # (statuses it documents, outputs written, phNewContext where due: CALL-14)
                     call[_CALLBACKS] = 1
+                    call[_CHECKED] = True
                     sh.callbacks += 1
-                    if call[_OUTPUTS] is None:
-                        call[_CHECKED] = True
-                    else:
-                        monitor._check_completion(sh, call, status, call[_SEQ])
                     sh.final = status
                     if sh.state is _PN:
                         sh.state = _DONE
@@ -790,7 +824,7 @@ class ContractMonitor(Adapter):
             return
         call[_CALLBACKS] = 1
         if any(c is call for c in sh.older):
-            sh.older = [c for c in sh.older if c is not call]
+            sh.older = tuple(c for c in sh.older if c is not call)
         if actx is not sh.handle and actx != sh.handle:
             self._flag("CTX-10", f"the callback for {sh.label} received {self._label(self._lookup(actx) or actx)}",
                        _IMPL, op, seq)
@@ -838,6 +872,24 @@ class ContractMonitor(Adapter):
                 if sh is not None:
                     self._completed(sh)
 
+    def _skipped_by_control(self, entries: list[tuple[Any, _Call | None]]) -> None:
+        with self._lock:
+            for handle, call in entries:
+                sh = self._lookup(handle)
+                if sh is not None and call is not None and sh.call is call and _owed(call):
+                    call[_LOST] = call[_CANCELLED] = True
+                    self._flag("OQ-13", f"complete_all returned with the {call[_OP]} on {sh.label} still pending: "
+                               "its callback never came", _IMPL, call[_OP], call[_SEQ])
+
+    def _completion_crashed(self, shadows: list[_Shadow]) -> None:
+        """The implementation raised while completing: attribute it when a rule explains why."""
+        with self._lock:
+            for sh in shadows:
+                call = sh.call
+                if sh.state is _ZOMBIE and call is not None and not call[_NOTIFY]:
+                    self._flag("FREE-5", f"completing the silent {call[_OP]} on {sh.label}, freed while in "
+                               "flight, crashed the implementation", _IMPL, call[_OP], call[_SEQ])
+
     def _completed(self, sh: _Shadow) -> None:
         """The latest call on ``sh`` is known to have completed (control, inline mode)."""
         call = sh.call
@@ -870,7 +922,9 @@ class ContractMonitor(Adapter):
         if conc:
             lock.acquire()
         try:
-            sh = self._lookup(ctx)
+            sh = self._live.get(ctx) if ctx is not None else None
+            if sh is None:
+                sh = self._lookup(ctx)
             # The call event is appended after the call returns (one event instead of two when
             # nothing happened in between); its number is taken now so that the trace, sorted by
             # number, shows the call before any callback it triggered.
@@ -973,22 +1027,15 @@ class ContractMonitor(Adapter):
         previous = sh.call
         if _owed(previous) and previous is not call:
             assert previous is not None
-            sh.older = [*sh.older, previous]
+            sh.older = (*sh.older, previous)
         sh.call = call
         if not call[_CALLBACKS]:  # else it completed inline: the callback already moved the state on
             sh.state = rule.next
             sh.final = None
             outputs = call[_OUTPUTS]
-            if outputs is not None and outputs.written and self._deferred():
+            if outputs is not None and outputs.written and self._deferred_mode:
                 self._flag("GEN-10", f"{call[_OP]} on {sh.label} wrote its outputs before completing (at queue "
                            "time)", _IMPL, call[_OP], seq)
-
-    def _deferred(self) -> bool:
-        control = self._control
-        try:
-            return control is not None and control.mode == "deferred"
-        except Exception:
-            return False
 
     def acquire_credentials_handle_async(
         self,

@@ -306,6 +306,75 @@ def flow_misuse(m: ContractMonitor, d: Driver) -> None:
     m.free_async_context(c)
 
 
+def flow_chained(m: ContractMonitor, d: Driver) -> None:
+    """The handshake-loop pattern: the callback reinitialises and queues the next call on its own
+    context, and the last callback frees it (OQ-11, CALL-5, FREE-6)."""
+    a = m.create_async_context()
+    m.name(a, "chained")
+    out = CallOutputs()
+    steps: list[int] = []
+
+    def next_step(actx: Any, data: Any) -> None:
+        d.record(actx, data)
+        steps.append(m.get_async_call_status(actx))
+        if len(steps) == 1 and out.credential is not None:
+            m.reinit_async_context(actx)
+            if m.free_credentials_handle_async(actx, out.credential) == st.SEC_E_OK:
+                return
+        m.free_async_context(actx)
+
+    m.set_async_notify_callback(a, next_step, Data("chained"))
+    if m.acquire_credentials_handle_async(a, None, "Sim", SECPKG_CRED_OUTBOUND, None, out) != st.SEC_E_OK:
+        m.free_async_context(a)
+        return
+    if d.mode == "deferred":
+        assert m.control is not None
+        m.control.complete_all()  # completes the chained call in the same sweep
+    elif d.mode == "threaded":
+        deadline = time.monotonic() + d.timeout_s
+        while len(steps) < 2 and time.monotonic() < deadline:
+            time.sleep(0.0005)
+
+
+def flow_reregister(m: ContractMonitor, d: Driver) -> None:
+    """Reinit, then register new data before the next call: the new data must arrive (REINIT-6)."""
+    a = m.create_async_context()
+    m.name(a, "reregister")
+    m.set_async_notify_callback(a, d.record, Data("first"))
+    out = _acquire(m, d, a, SECPKG_CRED_OUTBOUND)
+    m.reinit_async_context(a)
+    m.set_async_notify_callback(a, d.record, Data("second"))
+    if out.credential is not None:
+        d.queue(a, lambda: m.free_credentials_handle_async(a, out.credential))
+    m.free_async_context(a)
+
+
+def flow_mode_switch(m: ContractMonitor, d: Driver) -> None:
+    """A call left waiting in deferred mode survives switching modes and back."""
+    control = m.control
+    if control is None or d.mode == "threaded":
+        return
+    a, b = m.create_async_context(), m.create_async_context()
+    m.name(a, "switch-a")
+    m.name(b, "switch-b")
+    m.set_async_notify_callback(a, d.record, Data("switch-a"))
+    m.set_async_notify_callback(b, d.record, Data("switch-b"))
+    outs = [CallOutputs(), CallOutputs()]
+    control.set_mode("deferred")
+    m.acquire_credentials_handle_async(a, None, "Sim", SECPKG_CRED_OUTBOUND, None, outs[0])
+    control.set_mode("inline")
+    m.acquire_credentials_handle_async(b, None, "Sim", SECPKG_CRED_OUTBOUND, None, outs[1])
+    control.set_mode("deferred")
+    control.complete_all()
+    control.set_mode(d.mode)
+    for ctx, out in ((a, outs[0]), (b, outs[1])):
+        m.get_async_call_status(ctx)
+        m.reinit_async_context(ctx)
+        if out.credential is not None:
+            d.queue(ctx, partial(m.free_credentials_handle_async, ctx, out.credential))
+        m.free_async_context(ctx)
+
+
 FLOWS: tuple[Callable[[ContractMonitor, Driver], None], ...] = (
     flow_basic,
     flow_failure,
@@ -314,6 +383,9 @@ FLOWS: tuple[Callable[[ContractMonitor, Driver], None], ...] = (
     flow_silent_free,
     flow_concurrent,
     flow_queue_failure,
+    flow_chained,
+    flow_reregister,
+    flow_mode_switch,
     flow_misuse,
 )
 

@@ -148,14 +148,14 @@ def test_threaded_completes_on_worker_threads_concurrently() -> None:
     ctxs = [_queue_ach(sim, rec, i) for i in range(50)]
     assert _wait(lambda: len(rec.calls) == 50)
     assert threading.get_ident() not in rec.threads
-    names = {t.name for t in threading.enumerate() if t.name.startswith("sim-completion-")}
-    assert len(names) == 2
+    workers = list(sim._scheduler._threads)
+    assert len(workers) == 2 and rec.threads <= {t.ident for t in workers}
     assert sorted(d for _, d, _ in rec.calls) == list(range(50))
     assert all(sim.get_async_call_status(c) == st.SEC_E_OK for c in ctxs)
     for c in ctxs:
         sim.free_async_context(c)
     sim.close()
-    assert not [t for t in threading.enumerate() if t.name.startswith("sim-completion-") and t.is_alive()]
+    assert not [t for t in workers if t.is_alive()]
 
 
 def _seeded_delays(seed: int) -> list[float]:
