@@ -27,6 +27,7 @@ from adapters import status as st
 from adapters.api import (
     Adapter,
     CallOutputs,
+    Capabilities,
     Handle,
     ImplementationCrashed,
     ImplementationHung,
@@ -116,7 +117,9 @@ class _Ctx:
     def __init__(self, name: str, handle: Handle | None) -> None:
         self.name = name
         self.handle = handle
-        self.event = threading.Event()
+        # Created only when somebody has to block: with inline completion the callback has
+        # always arrived before the wait, and an Event costs more than the rest of a step.
+        self.event: threading.Event | None = None
         self.callbacks = 0  # callbacks received
         self.expected = 0  # callbacks owed by accepted notified queues
         self.cb_status: int | None = None  # status read inside the last callback
@@ -126,6 +129,14 @@ class _Ctx:
         self.freed = False
         self.pending: _Pending | None = None
         self.records: list[tuple[int, float, Any, int | None]] = []  # thread, t, data, status
+
+    def waiter(self) -> threading.Event:
+        """The Event callbacks set.  A waiter must re-check ``callbacks`` after getting it:
+        a callback that ran before the Event existed counted but could not set it."""
+        event = self.event
+        if event is None:
+            event = self.event = threading.Event()
+        return event
 
 
 class _Run:
@@ -172,22 +183,24 @@ class _Run:
         except BaseException as exc:  # surfaced on the scenario thread at the next wait
             self.callback_error = exc
         finally:
-            ctx.callbacks += 1
-            ctx.event.set()
+            ctx.callbacks += 1  # before reading ctx.event: see _Ctx.waiter
+            event = ctx.event
+            if event is not None:
+                event.set()
 
     # ---- names ---------------------------------------------------------------------------------
     def ctx(self, name: str | None) -> _Ctx | None:
-        if name is None or name == "bogus":
-            return None
-        return self.ctxs.get(name)
+        # Reserved names (null, bogus) can never be bound, so a plain lookup answers None for them.
+        return self.ctxs.get(name)  # type: ignore[arg-type]
+
+    @staticmethod
+    def unbound(name: str | None) -> Any:
+        """The handle passed for an async-context name with no live context behind it."""
+        return BOGUS if name == "bogus" else None
 
     def ctx_handle(self, name: str | None) -> Any:
-        if name is None:
-            return None
-        if name == "bogus":
-            return BOGUS
-        ctx = self.ctxs.get(name)
-        return None if ctx is None else ctx.handle
+        ctx = self.ctxs.get(name)  # type: ignore[arg-type]
+        return ctx.handle if ctx is not None else (BOGUS if name == "bogus" else None)
 
     def handle(self, name: str | None) -> Any:
         if name is None:
@@ -202,7 +215,7 @@ class _Run:
         return value
 
     def check(self, expect: m.StatusSet | None, value: int, ntstatus: bool = False, what: str = "") -> None:
-        if expect is None:
+        if expect is None or (value in expect.values and self.map is None):
             return
         value = self.actual(value)
         if not expect.matches(value, ntstatus):
@@ -221,7 +234,7 @@ class _Run:
         budget = self.remaining()
         limit = min(timeout_s, budget)
         end = time.monotonic() + limit
-        event = ctx.event
+        event = ctx.waiter()
         while ctx.callbacks < ctx.expected:
             left = end - time.monotonic()
             if left <= 0:
@@ -296,10 +309,9 @@ class _Run:
         if outputs is not None and outputs.written:
             if pending.kind == "acquire":
                 if outputs.credential is not None:
-                    args = step.args
-                    assert isinstance(args, m.Acquire)
-                    self.handles[args.cred] = outputs.credential
-                    self.creds[outputs.credential] = args.cred
+                    acquire: m.Acquire = step.args  # type: ignore[assignment]
+                    self.handles[acquire.cred] = outputs.credential
+                    self.creds[outputs.credential] = acquire.cred
             elif pending.kind == "leg":
                 if outputs.new_context is not None and pending.context_name not in (None, "bogus"):
                     name = str(pending.context_name)
@@ -311,13 +323,11 @@ class _Run:
                     if token is not None:
                         self.tokens[pending.token_name] = token
         if pending.kind == "delete" and status == _OK:
-            args = step.args
-            assert isinstance(args, m.DeleteContext)
-            self.contexts.pop(self.handle(args.context), None)
+            delete: m.DeleteContext = step.args  # type: ignore[assignment]
+            self.contexts.pop(self.handle(delete.context), None)
         elif pending.kind == "free_credentials" and status == _OK:
-            args = step.args
-            assert isinstance(args, m.FreeCredentials)
-            self.creds.pop(self.handle(args.cred), None)
+            free: m.FreeCredentials = step.args  # type: ignore[assignment]
+            self.creds.pop(self.handle(free.cred), None)
         completes = step.completes
         if completes is not None and not completes.matches(status):
             problems.append(f"step {step.index + 1} (line {step.line}, {step.summary}) completed with "
@@ -329,11 +339,15 @@ class _Run:
 
     # ---- queueing ------------------------------------------------------------------------------
     def queue(self, step: m.Step, ctx_name: str | None, call: Callable[[Any], int], pending: _Pending) -> None:
-        ctx = self.ctx(ctx_name)
-        if ctx is not None and ctx.pending is not None:
-            self.settle_if_observed(ctx, step, False)
-        notify = ctx is not None and ctx.notify
-        status = call(self.ctx_handle(ctx_name))
+        ctx = self.ctxs.get(ctx_name)  # type: ignore[arg-type]
+        if ctx is not None:
+            if ctx.pending is not None:
+                self.settle_if_observed(ctx, step, False)
+            notify = ctx.notify
+            status = call(ctx.handle)
+        else:
+            notify = False
+            status = call(self.unbound(ctx_name))
         if ctx is not None and status == _OK:
             if notify:
                 ctx.expected += 1
@@ -367,8 +381,7 @@ class _Run:
 
     # ---- step handlers ---------------------------------------------------------------------------
     def do_create(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.Create)
+        args: m.Create = step.args  # type: ignore[assignment]
         handle = self.api.create_async_context()
         ctx = _Ctx(args.name, handle)
         self.ctxs[args.name] = ctx
@@ -384,17 +397,16 @@ class _Run:
             raise _StepFailed("expected NULL (injected out of memory), got a handle", "NULL", "handle")
 
     def do_set_callback(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.SetCallback)
-        status = self.api.set_async_notify_callback(self.ctx_handle(args.ctx), self.callback, args.data)
-        ctx = self.ctx(args.ctx)
+        args: m.SetCallback = step.args  # type: ignore[assignment]
+        ctx = self.ctxs.get(args.ctx)  # type: ignore[arg-type]
+        handle = ctx.handle if ctx is not None else self.unbound(args.ctx)
+        status = self.api.set_async_notify_callback(handle, self.callback, args.data)
         if ctx is not None and status == _OK:
             ctx.notify, ctx.data, ctx.on_callback = True, args.data, args.on_callback
         self.check(step.expect, status)  # type: ignore[arg-type]
 
     def do_clear_callback(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.CtxOnly)
+        args: m.CtxOnly = step.args  # type: ignore[assignment]
         status = self.api.set_async_notify_callback(self.ctx_handle(args.ctx), None, None)
         ctx = self.ctx(args.ctx)
         if ctx is not None and status == _OK:
@@ -402,44 +414,40 @@ class _Run:
         self.check(step.expect, status)  # type: ignore[arg-type]
 
     def do_requires_notify(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.CtxOnly)
+        args: m.CtxOnly = step.args  # type: ignore[assignment]
         value = bool(self.api.async_context_requires_notify(self.ctx_handle(args.ctx)))
         if value != step.expect:
             raise _StepFailed(f"expected {str(step.expect).upper()}, got {str(value).upper()}",
                               str(step.expect).upper(), str(value).upper())
 
     def do_status(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.CtxOnly)
+        args: m.CtxOnly = step.args  # type: ignore[assignment]
         self.check(step.expect, self.api.get_async_call_status(self.ctx_handle(args.ctx)))  # type: ignore[arg-type]
 
     def do_reinit(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.CtxOnly)
+        args: m.CtxOnly = step.args  # type: ignore[assignment]
         self.check(step.expect, self.api.reinit_async_context(self.ctx_handle(args.ctx)), ntstatus=True)  # type: ignore[arg-type]
 
     def do_free(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.CtxOnly)
-        ctx = self.ctx(args.ctx)
-        if ctx is not None and ctx.pending is not None:
+        args: m.CtxOnly = step.args  # type: ignore[assignment]
+        ctx = self.ctxs.get(args.ctx)  # type: ignore[arg-type]
+        if ctx is None:
+            self.api.free_async_context(self.unbound(args.ctx))
+            return
+        if ctx.pending is not None:
             self.settle_if_observed(ctx, step, True)
-        self.api.free_async_context(self.ctx_handle(args.ctx))
-        if ctx is not None:
-            ctx.freed = True
+        self.api.free_async_context(ctx.handle)
+        ctx.freed = True
 
     def do_callbacks(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.CtxOnly)
+        args: m.CtxOnly = step.args  # type: ignore[assignment]
         ctx = self.ctx(args.ctx)
         got = ctx.callbacks if ctx is not None else 0
         if got != step.expect:
             raise _StepFailed(f"expected {step.expect} callback(s), got {got}", str(step.expect), str(got))
 
     def do_acquire(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.Acquire)
+        args: m.Acquire = step.args  # type: ignore[assignment]
         outputs = CallOutputs()
         api = self.api
 
@@ -450,8 +458,7 @@ class _Run:
         self.queue(step, args.ctx, call, _Pending(step, "acquire", outputs))
 
     def do_leg(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.Handshake1)
+        args: m.Handshake1 = step.args  # type: ignore[assignment]
         try:
             input = bufs.input_descriptor(args.input, self.tokens)
         except bufs.UnboundToken as exc:
@@ -472,8 +479,7 @@ class _Run:
         self.queue(step, args.ctx, call, _Pending(step, "leg", outputs, input, args.context, args.token))
 
     def do_delete_context(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.DeleteContext)
+        args: m.DeleteContext = step.args  # type: ignore[assignment]
         context = self.handle(args.context)
         api = self.api
 
@@ -483,8 +489,7 @@ class _Run:
         self.queue(step, args.ctx, call, _Pending(step, "delete", None))
 
     def do_free_credentials(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.FreeCredentials)
+        args: m.FreeCredentials = step.args  # type: ignore[assignment]
         cred = self.handle(args.cred)
         api = self.api
 
@@ -494,27 +499,26 @@ class _Run:
         self.queue(step, args.ctx, call, _Pending(step, "free_credentials", None))
 
     def do_wait(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.Wait)
+        args: m.Wait = step.args  # type: ignore[assignment]
         ctx = self.ctx(args.ctx)
         if ctx is None:
             raise _StepFailed(f"{args.ctx} is not an async context this run created")
         self.complete_wait(ctx, args.timeout_ms, step.expect, False)  # type: ignore[arg-type]
 
     def do_expect_no_callback(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.ExpectNoCallback)
+        args: m.ExpectNoCallback = step.args  # type: ignore[assignment]
         ctx = self.ctx(args.ctx)
         if ctx is None:
             return
         before = ctx.callbacks
         end = time.monotonic() + args.within_ms / 1000.0
+        event = ctx.waiter()
         while ctx.callbacks == before:
             left = end - time.monotonic()
             if left <= 0:
                 return
-            ctx.event.wait(left)
-            ctx.event.clear()
+            event.wait(left)
+            event.clear()
         raise _StepFailed(f"a callback arrived for {ctx.name} within {args.within_ms} ms", "no callback",
                           f"{ctx.callbacks - before} callback(s)")
 
@@ -525,8 +529,7 @@ class _Run:
         return control
 
     def do_complete(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.Complete)
+        args: m.Complete = step.args  # type: ignore[assignment]
         control = self.control()
         if not args.names:
             control.complete_all()
@@ -537,18 +540,15 @@ class _Run:
                 raise _StepFailed(f"no call was pending on {name} to complete", "a pending call", "none")
 
     def do_mode(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.Mode)
+        args: m.Mode = step.args  # type: ignore[assignment]
         self.control().set_mode(args.mode)
 
     def do_inject_fault(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.InjectFault)
+        args: m.InjectFault = step.args  # type: ignore[assignment]
         self.control().inject_fault(args.fault, **dict(args.params))
 
     def do_sleep(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.Sleep)
+        args: m.Sleep = step.args  # type: ignore[assignment]
         seconds = args.ms / 1000.0
         if seconds > self.remaining():
             time.sleep(max(self.remaining(), 0))
@@ -558,8 +558,7 @@ class _Run:
     # ---- the composite handshake -------------------------------------------------------------------
     def do_handshake(self, step: m.Step) -> None:
         """ISC and ASC alternately, each leg queued, waited for and read, tokens passed across."""
-        args = step.args
-        assert isinstance(args, m.Handshake)
+        args: m.Handshake = step.args  # type: ignore[assignment]
         sides = (args.client, args.server)
         finals: list[int] = [_PENDING, _PENDING]
         done = [False, False]
@@ -677,16 +676,14 @@ class _Run:
         return sizes
 
     def do_query_sizes(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.QuerySizes)
+        args: m.QuerySizes = step.args  # type: ignore[assignment]
         status, sizes = self.api.query_context_attributes(self.handle(args.context), SECPKG_ATTR_STREAM_SIZES)
         if status == _OK and sizes is not None:
             self.sizes[args.context or ""] = sizes
         self.check(step.expect, status)  # type: ignore[arg-type]
 
     def do_encrypt(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.Encrypt)
+        args: m.Encrypt = step.args  # type: ignore[assignment]
         sizes = self.stream_sizes(args.context)
         buffers = [SecBuffer(SECBUFFER_STREAM_HEADER, bytes(sizes.header), sizes.header),
                    SecBuffer(SECBUFFER_DATA, args.data),
@@ -698,8 +695,7 @@ class _Run:
         self.check(step.expect, status)  # type: ignore[arg-type]
 
     def do_decrypt(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.Decrypt)
+        args: m.Decrypt = step.args  # type: ignore[assignment]
         try:
             data = bufs.token_bytes(args.input, self.tokens) if args.input is not None else b""
         except bufs.UnboundToken as exc:
@@ -717,8 +713,7 @@ class _Run:
             raise _StepFailed("; ".join(problems))
 
     def do_shutdown(self, step: m.Step) -> None:
-        args = step.args
-        assert isinstance(args, m.Shutdown)
+        args: m.Shutdown = step.args  # type: ignore[assignment]
         token = [SecBuffer(SECBUFFER_TOKEN, SCHANNEL_SHUTDOWN.to_bytes(4, "little"))]
         self.check(step.expect, self.api.apply_control_token(self.handle(args.context), token))  # type: ignore[arg-type]
 
@@ -729,23 +724,27 @@ class _Run:
             self.control().set_mode(scenario.completion)
         handlers = _HANDLERS
         records = self.records
-        clock = time.perf_counter
+        clock = time.monotonic
+        deadline = self.deadline
+        started = clock()
         for step in scenario.steps:
-            if time.monotonic() > self.deadline:
+            if started > deadline:
                 raise _ScenarioTimeout()
             self.current = step
-            started = clock()
             try:
                 handlers[step.action](self, step)
             except _StepFailed as exc:
+                ended = clock()
                 records.append(StepRecord(step.index, step.line, step.action, step.summary, False, exc.expected,
-                                          exc.actual, exc.message, clock() - started))
+                                          exc.actual, exc.message, ended - started))
                 self.note_failure(step, exc.message)
+                started = ended
                 continue
+            ended = clock()
             expect = step.expect
             records.append(StepRecord(step.index, step.line, step.action, step.summary, True,
-                                      expect.text if isinstance(expect, m.StatusSet) else "", "", "",
-                                      clock() - started))
+                                      expect.text if type(expect) is m.StatusSet else "", "", "", ended - started))
+            started = ended
         self.current = None
         self.implicit_waits()
 
@@ -771,6 +770,8 @@ class _Run:
     def cleanup(self) -> None:
         """Release what the scenario left, directly on the implementation (not monitored)."""
         inner = self.inner
+        if not self.contexts and not self.creds and all(ctx.freed for ctx in self.all_ctxs):
+            return  # the scenario released everything itself (the usual case)
         control = inner.control
         if control is not None:
             try:
@@ -780,9 +781,10 @@ class _Run:
         end = time.monotonic() + _CLEANUP_WAIT_S
         if control is None or control.mode == "threaded":  # elsewhere nothing more will arrive
             for ctx in self.all_ctxs:
+                event = ctx.waiter()
                 while ctx.callbacks < ctx.expected and not ctx.freed and time.monotonic() < end:
-                    ctx.event.wait(0.01)
-                    ctx.event.clear()
+                    event.wait(0.01)
+                    event.clear()
         leftovers = [(True, h) for h in self.contexts] + [(False, h) for h in self.creds]
         for is_context, handle in leftovers:
             done = threading.Event()
@@ -841,6 +843,16 @@ _HANDLERS: dict[str, Callable[[_Run, m.Step], None]] = {
 }
 
 
+def _missing(needs: tuple[str, ...], caps: Capabilities) -> list[str]:
+    """``Capabilities.supports`` for many needs, lower-casing the package names once."""
+    missing = [need for need in needs if not need.startswith("package:") and need not in caps.features]
+    wanted = [need for need in needs if need.startswith("package:")]
+    if wanted:
+        have = {p.lower() for p in caps.packages}
+        missing += [need for need in wanted if need[8:].lower() not in have]
+    return sorted(missing, key=needs.index)
+
+
 def _exc_text(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
@@ -878,7 +890,7 @@ def run_scenario(
         adapter = adapter_factory if isinstance(adapter_factory, Adapter) else adapter_factory()
         caps = adapter.capabilities()
         result.implementation = f"{caps.name} {caps.version}"
-        missing = [need for need in scenario.needs if not caps.supports(need)]
+        missing = _missing(scenario.needs, caps)
         if missing:
             result.verdict = Verdict.UNSUPPORTED
             result.message = f"{caps.name} does not claim {', '.join(missing)}"
