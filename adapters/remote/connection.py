@@ -33,6 +33,7 @@ Thunk = Callable[[], None]
 # How long the pump lets callers have the stream before it reads for pending callbacks.
 PUMP_QUIET_S = 0.004
 PUMP_POLL_S = 0.1
+PUMP_IDLE_POLLS = 100  # quiet polls with no callback awaited before the pump sleeps until woken
 SPIN_S = 0.0002  # longest busy-wait for an answer before sleeping (adaptive, see LineReader._spin)
 MAX_RECORDED_VIOLATIONS = 100
 FLOOD_LIMIT = 10000  # this many protocol violations in one connection: stop trusting it
@@ -77,6 +78,7 @@ class Connection:
         self._activity = 0
         self._expected = 0
         self._pump: threading.Thread | None = None
+        self._pump_asleep = False
         self._closing = False
         self.dead: AdapterError | None = None
         self.sink: NotificationSink | None = None
@@ -123,7 +125,10 @@ class Connection:
             if self._expected and self._pump is None and self.dead is None:
                 self._pump = threading.Thread(target=self._pump_loop, name=f"remote-pump {self.label}", daemon=True)
                 self._pump.start()
-            self._pump_cv.notify()
+            elif self._expected and self._pump_asleep:
+                # Only a pump asleep for good needs waking; a polling one notices by itself,
+                # and not notifying keeps a tight call loop free of thread wake-ups.
+                self._pump_cv.notify()
 
     def reset_expected(self) -> None:
         with self._mu:
@@ -332,6 +337,7 @@ class Connection:
 
     def _pump_loop(self) -> None:
         last = -1
+        idle_polls = 0
         while True:
             with self._mu:
                 while True:
@@ -341,7 +347,14 @@ class Connection:
                     if self._expected > 0 and not self._reading and self._activity == last:
                         break
                     last = self._activity
-                    self._pump_cv.wait(PUMP_QUIET_S if self._expected > 0 else None)
+                    idle_polls = 0 if self._expected else idle_polls + 1
+                    if idle_polls > PUMP_IDLE_POLLS:
+                        self._pump_asleep = True
+                        self._pump_cv.wait()
+                        self._pump_asleep = False
+                        idle_polls = 0
+                    else:
+                        self._pump_cv.wait(PUMP_QUIET_S)
                 self._reading = True
             try:
                 kind, payload = self._read_one(time.monotonic() + PUMP_POLL_S, None, None, soft=True)
