@@ -441,3 +441,37 @@ def test_harness_cleans_up_what_the_scenario_left(tmp_path: Path) -> None:
 def test_adapter_instance_is_accepted(tmp_path: Path) -> None:
     scenario = _scenario(tmp_path, "- create: a1\n- free: a1\n")
     assert run_scenario(scenario, create({"completion": "inline"}), adapter_name="sim").verdict is Verdict.PASS
+
+
+def test_stream_steps_after_a_tls_handshake(tmp_path: Path) -> None:
+    scenario = _scenario(tmp_path, """\
+        - create: ac
+        - set_callback: ac
+        - create: as
+        - set_callback: as
+        - acquire: {ctx: ac, cred: cc, use: outbound, auth: {manual_validation: true}}
+        - wait: ac
+        - reinit: ac
+        - acquire: {ctx: as, cred: sc, use: inbound, auth: {certificate: server}}
+        - wait: as
+        - reinit: as
+        - handshake:
+            client: {ctx: ac, cred: cc, context: cs, target: server.test, req: [CONNECTION, STREAM]}
+            server: {ctx: as, cred: sc, context: ss, req: [STREAM]}
+        - query_sizes: {context: cs}
+        - encrypt: {context: cs, data: "hello world", record: r1}
+        - decrypt: {context: ss, input: r1, plaintext: "hello world"}
+        - decrypt: {context: ss, input: {token: r1, truncate: 5}}
+          expect: SEC_E_INCOMPLETE_MESSAGE
+          outputs: {missing: present}
+        - encrypt: {context: cs, data: {size: 64}, record: r2}
+        - decrypt: {context: ss, input: r2, plaintext: "wrong"}
+        - shutdown: {context: cs}
+          expect: SEC_E_UNSUPPORTED_FUNCTION
+        """, "package: Schannel\n")
+    assert "stream" in scenario.needs and "package:Schannel" in scenario.needs
+    result = _run(scenario, mode="inline")
+    assert result.verdict is Verdict.FAIL
+    bad = [s for s in result.steps if not s.ok]
+    assert len(bad) == 1 and bad[0].action == "decrypt" and bad[0].line == scenario.steps[16].line
+    assert bad[0].message.startswith("plaintext: expected b'wrong', got b'\\x00\\x01")
