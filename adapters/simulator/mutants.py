@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters import status as st
-from adapters.api import Callback, CallOutputs, Handle
+from adapters.api import Callback, CallOutputs, Handle, ImplementationCrashed
 from adapters.async_state import TABLE, Event, State
 from adapters.simulator.adapter import AsyncContext, SecurityContext, SimulatorAdapter, _Control
 
@@ -292,25 +292,14 @@ class NewContextNotWritten(SimulatorAdapter):
 
 
 @_mutant("reverse-order-lost-callback", "OQ-13",
-         "a call that completes while an earlier-queued call is still pending loses its callback")
+         "a call completed while a call on an older async context still waits loses its callback")
 class ReverseOrderLostCallback(SimulatorAdapter):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._tickets: dict[AsyncContext, int] = {}
-        self._next_ticket = 0
-
-    def _queue(
-        self, ctx: Handle | None, is_delete: bool, job: tuple[Any, ...], call: str, busy: Any = None
-    ) -> int:
-        result = super()._queue(ctx, is_delete, job, call, busy)
-        if result == st.SEC_E_OK and type(ctx) is AsyncContext:
-            self._next_ticket += 1
-            self._tickets[ctx] = self._next_ticket
-        return result
-
     def _deliver(self, actx: AsyncContext, status: int) -> None:
-        mine = self._tickets.pop(actx, None)
-        overtaking = mine is not None and any(ticket < mine for ticket in self._tickets.values())
+        # The completion port walks its queue oldest-first and forgets an entry it overtook.
+        overtaking = any(
+            type(other) is AsyncContext and other is not actx and other.serial < actx.serial
+            for other in self._scheduler.pending()
+        )
         if overtaking and actx.state is State.PENDING_NOTIFY:
             with self._lock:
                 _deliver_parts(self, actx, status)  # completion bookkeeping, callback forgotten
@@ -332,48 +321,27 @@ class ThreadedCallbackBeforeStatus(SimulatorAdapter):
 
 
 @_mutant("reinit-in-callback-drops-callback", "NOTIFY-7",
-         "SspiReinitAsyncContext called from inside the callback also unregisters the callback")
+         "a context reinitialised from inside its callback loses its registration when the callback returns")
 class ReinitInCallbackDropsCallback(SimulatorAdapter):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._running: set[AsyncContext] = set()
-
     def _invoke(self, callback: Callback | None, actx: AsyncContext, data: Any) -> None:
-        self._running.add(actx)
-        try:
-            super()._invoke(callback, actx, data)
-        finally:
-            self._running.discard(actx)
-
-    def reinit_async_context(self, ctx: Handle | None) -> int:
-        result = super().reinit_async_context(ctx)
-        if type(ctx) is AsyncContext and ctx in self._running and st.nt_success(result):
-            ctx.callback = ctx.data = None  # the "completion in progress" record is reset wholesale
-        return result
+        super()._invoke(callback, actx, data)
+        if callback is not None and actx.state is State.IDLE:
+            # The completion epilogue "resets" what it takes for a finished call record.
+            actx.callback = actx.data = None
 
 
 @_mutant("silent-delete-stale-callback", "NOTIFY-5",
-         "a Delete queued after clearing the callback still runs the callback that was cleared")
+         "a Delete queued without a callback runs the callback of the context's previous notified call")
 class SilentDeleteStaleCallback(SimulatorAdapter):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._cleared: dict[AsyncContext, tuple[Callback, Any]] = {}
-
-    def set_async_notify_callback(self, ctx: Handle | None, callback: Callback | None, data: Any = None) -> int:
-        old = (ctx.callback, ctx.data) if type(ctx) is AsyncContext and ctx.callback is not None else None
-        result = super().set_async_notify_callback(ctx, callback, data)
-        if result == st.SEC_E_OK and type(ctx) is AsyncContext:
-            if callback is None and old is not None:
-                self._cleared[ctx] = old
-            elif callback is not None:
-                self._cleared.pop(ctx, None)
-        return result
-
     def _deliver(self, actx: AsyncContext, status: int) -> None:
-        stale = self._cleared.get(actx) if actx.state is State.PENDING_SILENT else None
+        last: dict[AsyncContext, tuple[Callback, Any]] = self.__dict__.setdefault("_last_notified", {})
+        silent = actx.state is State.PENDING_SILENT
+        if actx.state is State.PENDING_NOTIFY and actx.callback is not None:
+            last[actx] = (actx.callback, actx.data)  # a per-context cache never invalidated
         super()._deliver(actx, status)
-        if stale is not None:
-            self._invoke(stale[0], actx, stale[1])
+        if silent and actx in last:
+            callback, data = last[actx]
+            self._invoke(callback, actx, data)
 
 
 @_mutant("zombie-double-free-crashes", "FREE-1",
@@ -381,7 +349,7 @@ class SilentDeleteStaleCallback(SimulatorAdapter):
 class ZombieDoubleFreeCrashes(SimulatorAdapter):
     def free_async_context(self, ctx: Handle | None) -> None:
         if type(ctx) is AsyncContext and ctx.state is State.ZOMBIE:
-            raise RuntimeError("double free in the deferred-destruction list")
+            raise ImplementationCrashed("double free in the deferred-destruction list")
         super().free_async_context(ctx)
 
 
@@ -390,30 +358,18 @@ class ZombieDoubleFreeCrashes(SimulatorAdapter):
 class ZombieCompletionCrashes(SimulatorAdapter):
     def _deliver(self, actx: AsyncContext, status: int) -> None:
         if actx.state is State.ZOMBIE and actx.callback is None:
-            raise RuntimeError("completion touched a freed async context")
+            raise ImplementationCrashed("completion touched a freed async context")
         super()._deliver(actx, status)
 
 
 @_mutant("stale-data-after-reinit", "NOTIFY-2",
-         "re-registering the callback after a reinit keeps the previous operation's callback data")
+         "re-registering the callback of an idle context that had one (e.g. after reinit) keeps the old data")
 class StaleDataAfterReinit(SimulatorAdapter):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._reinitialised: set[AsyncContext] = set()
-
-    def reinit_async_context(self, ctx: Handle | None) -> int:
-        result = super().reinit_async_context(ctx)
-        if type(ctx) is AsyncContext and st.nt_success(result):
-            self._reinitialised.add(ctx)
-        return result
-
     def set_async_notify_callback(self, ctx: Handle | None, callback: Callback | None, data: Any = None) -> int:
-        if type(ctx) is not AsyncContext or ctx not in self._reinitialised or callback is None:
-            return super().set_async_notify_callback(ctx, callback, data)
-        old = ctx.data
+        old = ctx.data if type(ctx) is AsyncContext and ctx.state is State.IDLE and ctx.callback else None
         result = super().set_async_notify_callback(ctx, callback, data)
-        if result == st.SEC_E_OK and old is not None:
-            ctx.data = old  # only the routine pointer is updated on the reinit path
+        if result == st.SEC_E_OK and callback is not None and old is not None:
+            ctx.data = old  # type: ignore[union-attr]  # only the routine pointer is updated
         return result
 
 
@@ -469,20 +425,9 @@ class ReuseKeepsOldStatus(SimulatorAdapter):
 
 
 @_mutant("free-in-callback-crashes", "OQ-3",
-         "SspiFreeAsyncContext called from inside the context's own callback crashes")
+         "the completion touches the context after its callback returns: freeing it inside the callback crashes")
 class FreeInCallbackCrashes(SimulatorAdapter):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._running: set[AsyncContext] = set()
-
     def _invoke(self, callback: Callback | None, actx: AsyncContext, data: Any) -> None:
-        self._running.add(actx)
-        try:
-            super()._invoke(callback, actx, data)
-        finally:
-            self._running.discard(actx)
-
-    def free_async_context(self, ctx: Handle | None) -> None:
-        if type(ctx) is AsyncContext and ctx in self._running:
-            raise RuntimeError("context freed while its completion still holds it")
-        super().free_async_context(ctx)
+        super()._invoke(callback, actx, data)
+        if actx.state is State.FREED:
+            raise ImplementationCrashed("completion epilogue used an async context its callback freed")

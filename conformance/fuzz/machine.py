@@ -499,6 +499,8 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         result = self._call(f"the {op} queueing call", call, self.t)
         want, r_entry = call(self.r)
         self._record({op: spec, "expect": st.name_of(want)})
+        if self.crash is not None and self.mode == "inline" and self.behaviour.get(a) == "free":
+            requirement = "OQ-3"  # inline completion ran a callback that freed the context
         self._crashed(requirement)
         got, t_entry = result
         if got != want:
@@ -574,8 +576,10 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         self._record({"complete": "all"})
         self._call("completing every pending call", t_control.complete_all)
         r_control.complete_all()
-        zombies = [name for name in pending if before[name] is State.ZOMBIE]
-        self._crashed(self._completion_crash_requirement(zombies[0], State.ZOMBIE) if zombies else "OQ-13")
+        if self.crash is not None:
+            named = [self._completion_crash_requirement(name, before[name]) for name in pending]
+            specific = [rid for rid in named if rid in ("OQ-3", "FREE-5", "OQ-12")]
+            self._crashed(specific[0] if specific else "OQ-13")
         self._settle(pending, before)
 
     @precondition(lambda self: self._can_complete() and len(self._pending_names()) > 1)
@@ -599,6 +603,9 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         self._settle(names, before)
 
     def _completion_crash_requirement(self, name: str, state: State) -> str:
+        freed_inside = self.behaviour.get(name) == "free" and self._ref_state(name) is State.FREED
+        if state is State.PENDING_NOTIFY and freed_inside:
+            return "OQ-3"  # the callback freed its own context, as the sample does
         if state is State.ZOMBIE:
             # Freed while pending: legal for a silent delete (FREE-5), deferred destruction
             # for a notified call (OQ-12).
