@@ -299,8 +299,9 @@ def test_inline_callback_runs_before_the_queue_returns_on_the_caller_thread() ->
     a.close()
 
 
-def test_unknown_method_is_unsupported_and_the_session_continues() -> None:
-    a = remote_create({"completion": "deferred"})
+@pytest.mark.parametrize("kind", KINDS)
+def test_unknown_method_is_unsupported_and_the_session_continues(kind: str, tcp_agent: str) -> None:
+    a = make(kind, "deferred", tcp_agent)
     from adapters.remote.client import RemoteAdapter
 
     assert isinstance(a, RemoteAdapter)
