@@ -104,11 +104,12 @@ _get_ident = threading.get_ident
 
 # One accepted (or being queued) async operation.  A plain list indexed by the constants
 # below: allocating it costs a quarter of a slotted object, and one is made per queue call.
-_Call = list  # [op, outputs, notify, data, seq, callbacks, cancelled, checked, controlled, lost]
-_OP, _OUTPUTS, _NOTIFY, _DATA, _SEQ, _CALLBACKS, _CANCELLED, _CHECKED, _CONTROLLED, _LOST = range(10)
+_Call = list  # [op, outputs, notify, data, seq, callbacks, cancelled, checked, controlled, lost, chained]
+_OP, _OUTPUTS, _NOTIFY, _DATA, _SEQ, _CALLBACKS, _CANCELLED, _CHECKED, _CONTROLLED, _LOST, _CHAINED = range(11)
 # _NOTIFY: a callback is owed for it; _DATA: what the callback must deliver; _CANCELLED: freed
 # before completion, so the callback must not come (OQ-12); _CHECKED: completion checks done;
-# _CONTROLLED: CompletionControl said it completed; _LOST: flagged as a lost callback.
+# _CONTROLLED: CompletionControl said it completed; _LOST: flagged as a lost callback;
+# _CHAINED: queued from inside the context's own callback.
 
 
 class _Shadow:
@@ -132,6 +133,9 @@ class _Shadow:
     last_queue_failed = False
     freeing: int | None = None  # thread id inside SspiFreeAsyncContext
     in_callback: int | None = None  # thread id running the user callback
+    hook: Callback | None = None  # the monitored callback currently registered
+    freed_in_callback = False  # freed from inside its own callback (OQ-3)
+    last_cb_final = False  # the last callback read a final status
 
     def __init__(self, handle: Handle, number: int) -> None:
         self.handle = handle
@@ -164,7 +168,11 @@ class _MonitoredControl(CompletionControl):
             monitor._concurrent = True  # never reset: workers may still be completing
         monitor._inline = mode == "inline"
         monitor._deferred_mode = mode == "deferred"
+        before = self._inner.pending()
         self._inner.set_mode(mode)
+        if before:
+            after = set(self._inner.pending())
+            monitor._dropped([h for h in before if h not in after])
 
     def pending(self) -> list[Handle]:
         return self._inner.pending()
@@ -184,7 +192,8 @@ class _MonitoredControl(CompletionControl):
             raise
         if done and sh is not None:
             call = sh.call
-            if call is not None and not call[_CONTROLLED] and call[_CALLBACKS] and not sh.older:
+            if call is not None and not call[_CONTROLLED] and call[_CALLBACKS] and not sh.older \
+                    and sh.state is _DONE:
                 call[_CONTROLLED] = True  # the usual case: its callback arrived during complete()
             else:
                 monitor._completed_by_control((ctx,))
@@ -465,6 +474,8 @@ class ContractMonitor(Adapter):
             ):
                 # The usual case: nothing outstanding, the free is legal.
                 sh.state = _FREED
+                if sh.in_callback is not None:
+                    sh.freed_in_callback = True
                 del self._live[ctx]
                 freed = self._freed
                 freed[ctx] = sh
@@ -526,6 +537,8 @@ class ContractMonitor(Adapter):
             call[_CANCELLED] = True
         for older in sh.older:
             older[_CANCELLED] = True
+        if sh.in_callback is not None:
+            sh.freed_in_callback = True
         if rule.accept:
             if sh.state is _PN:
                 sh.freeing = tid  # a callback run from inside this free is a callback after free
@@ -560,6 +573,8 @@ class ContractMonitor(Adapter):
                     self._flag("REINIT-3", f"reinit of {sh.label} ({sh.state.value}) failed with "
                                f"{st.describe(result)}; it must succeed when no call is outstanding",
                                _IMPL, "reinit_async_context", seq)
+            elif ok and self._raced(sh, "reinit_async_context"):
+                self._reset(sh)
             else:
                 self._caller_misuse(rule, sh, "reinit_async_context", seq)
                 if ok:
@@ -568,6 +583,16 @@ class ContractMonitor(Adapter):
                                f"{st.describe(result)}; the contract requires a failure", _IMPL,
                                "reinit_async_context", seq)
         return result
+
+    def _raced(self, sh: _Shadow, op: str) -> bool:
+        """Accepted although the shadow says pending, with completions on other threads: the call
+        may have completed an instant earlier (its callback still in flight).  Not judged: the
+        shadow follows the implementation.  Deferred mode checks these refusals exactly."""
+        if not self._concurrent or not (sh.state is _PN or sh.state is _PS):
+            return False
+        self._event("note", op, sh, None, None, "accepted while the call looked pending: completion may have raced")
+        sh.state = _DONE
+        return True
 
     @staticmethod
     def _reset(sh: _Shadow) -> None:
@@ -607,6 +632,7 @@ class ContractMonitor(Adapter):
             if fast and result == _OK:
                 assert sh is not None
                 sh.reg = (callback, data)  # type: ignore[assignment]
+                sh.hook = hook
                 sh.reinit_since_reg = sh.notify_ok = False
                 self._append((next(self._seq), _monotonic(), _get_ident() if conc else None, "return",
                               "set_async_notify_callback", sh, (callback, data), result, ""))
@@ -622,10 +648,12 @@ class ContractMonitor(Adapter):
                 return result
             if rule.accept:
                 if result == _OK:
-                    self._register(sh, callback, data)
+                    self._register(sh, callback, data, hook)
                 elif not unsettled:
                     self._flag("NOTIFY-9", f"registration on {sh.label} ({sh.state.value}) refused with "
                                f"{st.describe(result)}", _IMPL, "set_async_notify_callback", seq)
+            elif result == _OK and self._raced(sh, "set_async_notify_callback"):
+                self._register(sh, callback, data, hook)
             else:
                 self._caller_misuse(rule, sh, "set_async_notify_callback", seq)
                 if result == _OK:
@@ -634,7 +662,7 @@ class ContractMonitor(Adapter):
                                _IMPL, "set_async_notify_callback", seq)
                     if sh.state not in _DEAD:
                         # Follow the implementation: the new hook and data are what it will deliver.
-                        self._register(sh, callback, data)
+                        self._register(sh, callback, data, hook)
                         call = sh.call
                         if _owed(call):
                             assert call is not None
@@ -647,8 +675,9 @@ class ContractMonitor(Adapter):
         return result
 
     @staticmethod
-    def _register(sh: _Shadow, callback: Callback | None, data: Any) -> None:
+    def _register(sh: _Shadow, callback: Callback | None, data: Any, hook: Callback | None) -> None:
         sh.reg = (callback, data) if callback is not None else None
+        sh.hook = hook
         sh.reinit_since_reg = sh.notify_ok = False
 
     def async_context_requires_notify(self, ctx: Handle | None) -> bool:
@@ -790,11 +819,12 @@ class ContractMonitor(Adapter):
                     call[_CHECKED] = True
                     sh.callbacks += 1
                     sh.final = status
+                    sh.last_cb_final = True
                     if sh.state is _PN:
                         sh.state = _DONE
                     self._append((next(self._seq), _monotonic(), tid, "callback", call[_OP], sh, None, status, ""))
                 else:
-                    self._on_callback(sh, actx, data, status, tid)
+                    self._on_callback(sh, actx, data, status, tid, sh.hook is monitored_callback)
             finally:
                 if conc:
                     lock.release()
@@ -806,7 +836,7 @@ class ContractMonitor(Adapter):
 
         return monitored_callback
 
-    def _on_callback(self, sh: _Shadow, actx: Any, data: Any, status: int | None, tid: int) -> None:
+    def _on_callback(self, sh: _Shadow, actx: Any, data: Any, status: int | None, tid: int, current: bool) -> None:
         sh.callbacks += 1
         call = None
         for older in sh.older:
@@ -819,9 +849,14 @@ class ContractMonitor(Adapter):
             call = sh.tentative
         op = call[_OP] if call is not None else (sh.call[_OP] if sh.call is not None else "")
         seq = self._event("callback", op, sh, None, status, "" if actx is sh.handle else "other context")
+        if call is not None and status == _PENDING and call is sh.call and call[_CHAINED] and sh.last_cb_final:
+            # The previous callback saw a final status and queued this call; a callback now, with
+            # this call still pending, is the previous call's callback again.
+            call = None
         if call is None:
-            self._unexpected_callback(sh, seq, tid)
+            self._unexpected_callback(sh, seq, tid, current)
             return
+        sh.last_cb_final = status is not None and status != _PENDING
         call[_CALLBACKS] = 1
         if any(c is call for c in sh.older):
             sh.older = tuple(c for c in sh.older if c is not call)
@@ -840,11 +875,20 @@ class ContractMonitor(Adapter):
             if call is sh.call or call is sh.tentative:
                 sh.final = status
         if call is sh.call or call is sh.tentative:
-            if sh.state is _PN or call is sh.tentative:
-                sh.state = _DONE
+            if status != _PENDING:
+                if sh.state is _PN or call is sh.tentative:
+                    sh.state = _DONE
+            elif call is sh.tentative:
+                # With the status still PENDING the implementation has not finished: pending.
+                sh.state = _PN if call[_NOTIFY] else _PS
 
-    def _unexpected_callback(self, sh: _Shadow, seq: int, tid: int) -> None:
+    def _unexpected_callback(self, sh: _Shadow, seq: int, tid: int, current: bool = True) -> None:
         last = sh.call
+        silent = sh.tentative if sh.tentative is not None else last
+        if not current and sh.reg is None and silent is not None and not silent[_NOTIFY]:
+            self._flag("NOTIFY-5", f"a callback cleared from {sh.label} ran for its silent {silent[_OP]}", _IMPL,
+                       silent[_OP], seq)
+            return
         tentative = sh.tentative
         if tentative is not None and tentative[_CALLBACKS] > 0:
             last = tentative  # completed inline during the queue call still in progress
@@ -872,6 +916,17 @@ class ContractMonitor(Adapter):
                 if sh is not None:
                     self._completed(sh)
 
+    def _dropped(self, handles: list[Any]) -> None:
+        """Calls that left the queue during a mode switch without completing."""
+        with self._lock:
+            for handle in handles:
+                sh = self._lookup(handle)
+                call = sh.call if sh is not None else None
+                if sh is not None and call is not None and _owed(call):
+                    call[_LOST] = call[_CANCELLED] = True
+                    self._flag("OQ-13", f"switching the completion mode dropped the pending {call[_OP]} on "
+                               f"{sh.label}: its callback never came", _IMPL, call[_OP], call[_SEQ])
+
     def _skipped_by_control(self, entries: list[tuple[Any, _Call | None]]) -> None:
         with self._lock:
             for handle, call in entries:
@@ -886,7 +941,10 @@ class ContractMonitor(Adapter):
         with self._lock:
             for sh in shadows:
                 call = sh.call
-                if sh.state is _ZOMBIE and call is not None and not call[_NOTIFY]:
+                if sh.freed_in_callback:
+                    self._flag("OQ-3", f"{sh.label} was freed inside its own callback, and completing its call then "
+                               "crashed the implementation", _IMPL, call[_OP] if call else None, None)
+                elif sh.state is _ZOMBIE and call is not None and not call[_NOTIFY]:
                     self._flag("FREE-5", f"completing the silent {call[_OP]} on {sh.label}, freed while in "
                                "flight, crashed the implementation", _IMPL, call[_OP], call[_SEQ])
 
@@ -935,11 +993,11 @@ class ContractMonitor(Adapter):
                 reg = sh.reg
                 if reg is not None:
                     event, rule = _E_QUEUE, _Q_NOTIFY[sh.state]
-                    call = [op, outputs, True, reg[1], seq, 0, False, False, False, False]
+                    call = [op, outputs, True, reg[1], seq, 0, False, False, False, False, sh.in_callback is not None]
                 else:
                     event = queue_event(is_delete, False)
                     rule = (_Q_SILENT_DELETE if is_delete else _Q_SILENT)[sh.state]
-                    call = [op, outputs, False, None, seq, 0, False, False, False, False]
+                    call = [op, outputs, False, None, seq, 0, False, False, False, False, sh.in_callback is not None]
                 sh.tentative = call
         finally:
             if conc:
@@ -994,6 +1052,8 @@ class ContractMonitor(Adapter):
                         self._flag("CALL-2", f"{op} on an invalid async context was accepted", _IMPL, op, rseq)
                 return result
             assert call is not None
+            if result == _OK and not rule.accept and caller_error is None and self._raced(sh, op):
+                rule = _ON_QUEUE[event][_DONE]._replace(requirement=None)
             if caller_error is None:
                 self._caller_misuse(rule, sh, op, rseq)
             if result == _OK and caller_error is None:

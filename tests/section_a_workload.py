@@ -53,6 +53,7 @@ class Driver:
         self.mode = control.mode if control is not None else "threaded"
         self.timeout_s = timeout_s
         self.seen: list[tuple[Any, Any]] = []
+        self.crashes: list[tuple[str, Exception]] = []
 
     def record(self, actx: Any, data: Any) -> None:
         self.seen.append((actx, data))
@@ -234,7 +235,8 @@ def flow_concurrent(m: ContractMonitor, d: Driver) -> None:
         m.acquire_credentials_handle_async(ctx, None, "Sim", SECPKG_CRED_OUTBOUND, None, out)
     for ctx, before in reversed(list(zip(ctxs, befores, strict=True))):
         d.settle(ctx, before)
-        m.get_async_call_status(ctx)
+        for other in ctxs:  # the others are still pending (deferred) or done
+            m.get_async_call_status(other)
     for ctx, out in zip(ctxs, outs, strict=True):
         m.reinit_async_context(ctx)
         if out.credential is not None:
@@ -283,7 +285,9 @@ def flow_misuse(m: ContractMonitor, d: Driver) -> None:
     m.get_async_call_status(a)
     cred = out.credential
     if cred is not None:  # reuse without reinit (CTX-5)
-        d.queue(a, lambda: m.free_credentials_handle_async(a, cred))
+        m.free_credentials_handle_async(a, cred)
+        m.get_async_call_status(a)  # PENDING again
+        control.complete(a)
         m.get_async_call_status(a)
     m.free_async_context(a)
     m.free_async_context(a)  # double free (FREE-1)
@@ -297,6 +301,7 @@ def flow_misuse(m: ContractMonitor, d: Driver) -> None:
     out2 = CallOutputs()
     m.acquire_credentials_handle_async(b, None, "Sim", SECPKG_CRED_OUTBOUND, None, out2)
     m.free_async_context(b)
+    m.free_async_context(b)  # and freed again while its destruction is deferred (FREE-1)
     control.complete_all()
 
     c = m.create_async_context()  # CALL-20: reserved parameters
@@ -334,6 +339,25 @@ def flow_chained(m: ContractMonitor, d: Driver) -> None:
         deadline = time.monotonic() + d.timeout_s
         while len(steps) < 2 and time.monotonic() < deadline:
             time.sleep(0.0005)
+
+
+def flow_reinit_in_callback(m: ContractMonitor, d: Driver) -> None:
+    """The completion handler reinitialises the context; the next call is queued later, from the
+    caller's loop, relying on the registration kept by the reinit (NOTIFY-7, REINIT-2)."""
+    a = m.create_async_context()
+    m.name(a, "reinit-in-callback")
+
+    def done(actx: Any, data: Any) -> None:
+        d.record(actx, data)
+        m.reinit_async_context(actx)
+
+    m.set_async_notify_callback(a, done, Data("reinit-in-callback"))
+    m.async_context_requires_notify(a)
+    out = _acquire(m, d, a, SECPKG_CRED_OUTBOUND)
+    m.async_context_requires_notify(a)
+    if out.credential is not None:
+        d.queue(a, lambda: m.free_credentials_handle_async(a, out.credential))
+    m.free_async_context(a)
 
 
 def flow_reregister(m: ContractMonitor, d: Driver) -> None:
@@ -384,6 +408,7 @@ FLOWS: tuple[Callable[[ContractMonitor, Driver], None], ...] = (
     flow_concurrent,
     flow_queue_failure,
     flow_chained,
+    flow_reinit_in_callback,
     flow_reregister,
     flow_mode_switch,
     flow_misuse,
@@ -391,10 +416,17 @@ FLOWS: tuple[Callable[[ContractMonitor, Driver], None], ...] = (
 
 
 def run_workload(monitor: ContractMonitor, settle_s: float = 0.2) -> Driver:
-    """Run every flow through ``monitor`` and finish it (lost-callback checks)."""
+    """Run every flow through ``monitor`` and finish it (lost-callback checks).
+
+    An exception from the implementation ends that flow only (a harness would report a crash);
+    they are kept in ``driver.crashes``.
+    """
     driver = Driver(monitor)
     for flow in FLOWS:
-        flow(monitor, driver)
+        try:
+            flow(monitor, driver)
+        except Exception as exc:
+            driver.crashes.append((flow.__name__, exc))
     monitor.finish(settle_s)
     return driver
 
