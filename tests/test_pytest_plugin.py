@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -192,3 +195,24 @@ def test_collect_only_keeps_the_previous_results(pytester: pytest.Pytester) -> N
     before = (pytester.path / "reports" / "results.jsonl").read_text()
     run(pytester, "--collect-only")
     assert (pytester.path / "reports" / "results.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize("installed", [False, True])
+def test_root_conftest_activates_the_plugin_exactly_once(tmp_path: Path, installed: bool) -> None:
+    """From a checkout the root conftest loads the plugin; when the package is installed its
+    pytest11 entry point does, and the conftest must then stay out of the way."""
+    site = tmp_path / "site"
+    if installed:  # what `pip install -e .` leaves on sys.path
+        info = site / "async_sspi_conformance-0.0.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: async-sspi-conformance\nVersion: 0.0\n")
+        (info / "entry_points.txt").write_text("[pytest11]\nsspi_conformance = conformance.pytest_plugin\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    env.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--co", "-q", "-p", "no:cacheprovider", "--adapter", "simulator",
+         "tests/test_reports.py"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "already registered" not in proc.stderr
