@@ -44,7 +44,7 @@ from adapters.constants import (
     SECPKG_ATTR_STREAM_SIZES,
 )
 from conformance.monitor import ContractMonitor
-from conformance.results import ScenarioResult, StepRecord, Verdict
+from conformance.results import CallbackRecord, ScenarioResult, StepRecord, Verdict
 from conformance.scenario import buffers as bufs
 from conformance.scenario import model as m
 
@@ -187,6 +187,13 @@ class _Run:
             event = ctx.event
             if event is not None:
                 event.set()
+
+    def callback_records(self) -> list[CallbackRecord]:
+        """Every callback the recording callback saw, in time order."""
+        found = [CallbackRecord(ctx.name, thread, t, data, status)
+                 for ctx in self.all_ctxs for thread, t, data, status in ctx.records]
+        found.sort(key=lambda record: record.t)
+        return found
 
     # ---- names ---------------------------------------------------------------------------------
     def ctx(self, name: str | None) -> _Ctx | None:
@@ -931,6 +938,7 @@ def run_scenario(
             result.steps = run.records
         if monitor is not None and (keep_trace or result.verdict is not Verdict.PASS):
             try:
+                result.callbacks = run.callback_records() if run is not None else []
                 result.trace = monitor.trace
                 if not result.violations:
                     result.violations = monitor.violations()

@@ -65,6 +65,18 @@ class ViolationRecord:
 
 
 @dataclass(slots=True)
+class CallbackRecord:
+    """One callback as the executor's recording callback saw it (NOTIFY-8: ``status`` is what
+    SspiGetAsyncCallStatus returned inside the callback)."""
+
+    ctx: str  # the scenario's name for the async context
+    thread: int
+    t: float  # seconds since the scenario started (monotonic)
+    data: Any
+    status: int | None
+
+
+@dataclass(slots=True)
 class ScenarioResult:
     id: str
     title: str
@@ -81,6 +93,7 @@ class ScenarioResult:
     violations: list[ViolationRecord] = field(default_factory=list)
     implementation: str = ""  # capabilities().name + version
     expectation: str = ""  # profile expectation applied (xfail/skip reason)
+    callbacks: list[CallbackRecord] = field(default_factory=list)  # kept with the trace
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

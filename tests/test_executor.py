@@ -475,3 +475,13 @@ def test_stream_steps_after_a_tls_handshake(tmp_path: Path) -> None:
     bad = [s for s in result.steps if not s.ok]
     assert len(bad) == 1 and bad[0].action == "decrypt" and bad[0].line == scenario.steps[16].line
     assert bad[0].message.startswith("plaintext: expected b'wrong', got b'\\x00\\x01")
+
+
+def test_callback_timeline_is_recorded(tmp_path: Path) -> None:
+    scenario = _scenario(tmp_path, _acquire_steps("threaded"))
+    result = _run(scenario, keep_trace=True)
+    assert result.verdict is Verdict.PASS
+    assert [(c.ctx, c.data, c.status) for c in result.callbacks] == [("a1", 42, 0), ("a1", 42, 0)]
+    assert all(c.thread for c in result.callbacks)
+    assert result.callbacks[0].t <= result.callbacks[1].t
+    assert result.to_json()["callbacks"][0]["ctx"] == "a1"
