@@ -101,7 +101,12 @@ class Connection:
         if self.dead is not None:
             raise self._after_death(method)
         rid = next(self._ids)
-        data = dumps({"jsonrpc": p.JSONRPC, "id": rid, "method": method, "params": params}).encode() + b"\n"
+        prefix = _PREFIXES.get(method)
+        if prefix is None:
+            prefix = '{"jsonrpc":"2.0","method":' + dumps(method) + ',"params":'
+            if len(_PREFIXES) < 256:
+                _PREFIXES[method] = prefix
+        data = f'{prefix}{dumps(params)},"id":{rid}}}\n'.encode()
         deadline = time.monotonic() + timeout
         with self._mu:
             self._outstanding[rid] = method
@@ -114,9 +119,7 @@ class Connection:
             raise self._hung(method, timeout) from None
         except StreamClosed:
             raise self._crashed(f"while sending {method}") from None
-        msg = self._await(rid, method, deadline, timeout)
-        self.last_used = time.monotonic()
-        return _result(msg, method)
+        return _result(self._await(rid, method, deadline, timeout), method)
 
     def expect(self, delta: int) -> None:
         """Count callbacks the caller is waiting for; the pump reads only while some are."""
@@ -458,6 +461,9 @@ class Connection:
         except subprocess.TimeoutExpired:  # pragma: no cover - a process SIGKILL cannot stop
             pass
 
+
+# The request envelope up to its params, per method (the id goes last: it changes).
+_PREFIXES: dict[str, str] = {}
 
 _EXCEPTIONS: dict[str, type[Exception]] = {"ValueError": ValueError, "TypeError": TypeError}
 

@@ -86,6 +86,7 @@ def take(opts: RemoteOptions) -> Connection | None:
 
 def give_back(key: tuple[object, ...], conn: Connection) -> None:
     """Return a connection after its session closed; unhealthy or surplus ones are ended."""
+    conn.last_used = time.monotonic()
     if conn.healthy:
         with _lock:
             conns = _idle.setdefault(key, [])
