@@ -71,7 +71,7 @@ def test_deadline_and_eof(pipe: tuple[LineReader, int]) -> None:
 
 def test_fast_json_rejects_what_json_rejects() -> None:
     assert jsonfast.loads(b' {"x": [1, "\\u00e9"]} ') == {"x": [1, "é"]}
-    for bad in (b"", b"{", b'{"a":1} trailing', b"\xff", b"NaN-ish"):
+    for bad in (b"", b"{", b'{"a":1} trailing', b"\xff", b"NaN-ish", b"[" * 100000 + b"]" * 100000):
         with pytest.raises(ValueError):
             jsonfast.loads(bad)
     assert jsonfast.dumps({"k": "é", "n": None}) == '{"k":"\\u00e9","n":null}'

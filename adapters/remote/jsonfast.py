@@ -48,6 +48,8 @@ def loads(line: bytes) -> Any:
         value, end = _scan_once(text, start)
     except StopIteration:
         raise ValueError("not a JSON value") from None
+    except RecursionError:  # hostile nesting depth: refuse it like any other bad input
+        raise ValueError("JSON nested too deeply") from None
     if text[end:].strip(_WS):
         raise ValueError("trailing data after the JSON value")
     return value
