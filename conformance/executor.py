@@ -84,6 +84,16 @@ def _describe(value: int) -> str:
     return text
 
 
+def _status(value: Any) -> int:
+    """``value`` when it is a status; a step failure when the implementation returned junk."""
+    if type(value) is int and 0 <= value <= 0xFFFFFFFF:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and -0x80000000 <= value < 0:
+        return value & 0xFFFFFFFF  # a signed LONG is the same SECURITY_STATUS
+    raise _StepFailed(f"the implementation returned {value!r}, which is not a 32-bit status", "a status",
+                      repr(value)[:80])
+
+
 class _ScenarioTimeout(Exception):
     pass
 
@@ -224,7 +234,7 @@ class _Run:
     def check(self, expect: m.StatusSet | None, value: int, ntstatus: bool = False, what: str = "") -> None:
         if expect is None or (value in expect.values and self.map is None):
             return
-        value = self.actual(value)
+        value = self.actual(_status(value))
         if not expect.matches(value, ntstatus):
             label = f"{what} " if what else ""
             raise _StepFailed(f"{label}expected {expect.text}, got {_describe(value)}", expect.text,
@@ -299,7 +309,7 @@ class _Run:
                                   "not pending", _describe(_PENDING))
             status = polled
         ctx.pending = None
-        status = self.actual(status)
+        status = self.actual(_status(status))
         problems: list[str] = []
         if pending is not None:
             self.settle(pending, status, problems)

@@ -485,3 +485,14 @@ def test_callback_timeline_is_recorded(tmp_path: Path) -> None:
     assert all(c.thread for c in result.callbacks)
     assert result.callbacks[0].t <= result.callbacks[1].t
     assert result.to_json()["callbacks"][0]["ctx"] == "a1"
+
+
+def test_junk_status_from_the_implementation_fails_the_step(tmp_path: Path) -> None:
+    class Junk(SimulatorAdapter):
+        def get_async_call_status(self, ctx: Any) -> int:
+            return "pending"  # type: ignore[return-value]
+
+    scenario = _scenario(tmp_path, "- create: a1\n- status: a1\n  expect: SEC_E_OK\n- free: a1\n")
+    result = _run(scenario, lambda: Junk(completion="inline"))
+    assert result.verdict is Verdict.FAIL
+    assert "the implementation returned 'pending', which is not a 32-bit status" in result.message
