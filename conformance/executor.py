@@ -284,7 +284,7 @@ class _Run:
             self.callback_error = None
             raise exc
 
-    def complete_wait(self, ctx: _Ctx, timeout_ms: int, expect: m.StatusSet | None, implicit: bool) -> None:
+    def complete_wait(self, ctx: _Ctx, timeout_ms: int, expect: m.StatusSet | None) -> None:
         """The body of ``wait`` (and of the implicit wait at the end).
 
         With a callback owed, the completion status is the one the recording callback read
@@ -380,7 +380,7 @@ class _Run:
         """
         if ctx.notify and ctx.callbacks >= ctx.expected and ctx.cb_status is not None:
             try:
-                self.complete_wait(ctx, 0, None, True)
+                self.complete_wait(ctx, 0, None)
             except _StepFailed as exc:
                 self.fail_extra(step, f"earlier call on {ctx.name}: {exc.message}")
         elif drop:
@@ -520,7 +520,7 @@ class _Run:
         ctx = self.ctx(args.ctx)
         if ctx is None:
             raise _StepFailed(f"{args.ctx} is not an async context this run created")
-        self.complete_wait(ctx, args.timeout_ms, step.expect, False)  # type: ignore[arg-type]
+        self.complete_wait(ctx, args.timeout_ms, step.expect)  # type: ignore[arg-type]
 
     def do_expect_no_callback(self, step: m.Step) -> None:
         args: m.ExpectNoCallback = step.args  # type: ignore[assignment]
@@ -777,7 +777,7 @@ class _Run:
                 continue
             started = time.perf_counter()
             try:
-                self.complete_wait(ctx, 2000, None, True)
+                self.complete_wait(ctx, 2000, None)
             except _StepFailed as exc:
                 self.records.append(StepRecord(step.index, 0, "wait", f"implicit wait {ctx.name}", False,
                                                exc.expected, exc.actual, exc.message,
