@@ -248,3 +248,15 @@ def test_well_behaved_hostile_agent_is_pooled_and_reused() -> None:
     b = hostile("hang", "never_called")
     assert b._conn.process is not None and b._conn.process.pid == pid
     b.close()
+
+
+def test_pooled_agent_idle_too_long_is_shut_down_not_reused() -> None:
+    a = hostile("hang", "never_called", idle_timeout_ms="50")
+    first = a._conn.process
+    a.close()
+    assert first is not None and first.returncode is None  # pooled, alive
+    time.sleep(0.15)
+    b = hostile("hang", "never_called", idle_timeout_ms="50")
+    assert b._conn.process is not None and b._conn.process.pid != first.pid
+    assert first.returncode is not None  # shut down and reaped when found stale
+    b.close()
