@@ -81,7 +81,7 @@ _ARG_NAMES: dict[str, tuple[str, ...]] = {
 
 # How many freed contexts are remembered, so late callbacks and double frees can still be
 # attributed to a label; older ones are forgotten (bounded memory on long runs).
-_FREED_MEMORY = 4096
+_FREED_MEMORY = 1024
 
 
 def _column(event: Event) -> dict[State, Rule]:
@@ -113,37 +113,57 @@ _OP, _OUTPUTS, _NOTIFY, _DATA, _SEQ, _CALLBACKS, _CANCELLED, _CHECKED, _CONTROLL
 
 
 class _Shadow:
-    """What the contract says one async context is doing.
+    """What the contract says one async context is doing."""
 
-    Not slotted on purpose: one is made per SspiCreateAsyncContext, and class-level defaults
-    let the constructor set two attributes instead of sixteen (the hot path of a round trip).
-    """
-
-    custom: str | None = None  # label given with ContractMonitor.name()
-    state: State = State.IDLE
-    reg: tuple[Callback, Any] | None = None  # (user callback, data) registered
-    reinit_since_reg = False
-    notify_ok = False  # RequiresNotify answered correctly for this registration
-    idle_ok = False  # an idle read answered "not pending"
-    call: _Call | None = None  # the latest accepted call
-    older: tuple[_Call, ...] = ()  # earlier calls whose callback is still owed (rare)
-    tentative: _Call | None = None  # a queue call in progress (inline completion)
-    final: int | None = None  # final status observed for the latest call
-    callbacks = 0
-    last_queue_failed = False
-    freeing: int | None = None  # thread id inside SspiFreeAsyncContext
-    in_callback: int | None = None  # thread id running the user callback
-    hook: Callback | None = None  # the monitored callback currently registered
-    freed_in_callback = False  # freed from inside its own callback (OQ-3)
-    last_cb_final = False  # the last callback read a final status
+    __slots__ = (
+        "call", "callbacks", "custom", "final", "freed_in_callback", "freeing", "handle", "hook", "idle_ok",
+        "in_callback", "last_cb_final", "last_queue_failed", "notify_ok", "number", "older", "reg",
+        "reinit_since_reg", "state", "tentative",
+    )
 
     def __init__(self, handle: Handle, number: int) -> None:
         self.handle = handle
         self.number = number  # default label "actx<number>", formatted only when shown
+        self.custom: str | None = None  # label given with ContractMonitor.name()
+        self.state = _IDLE
+        self.reg: tuple[Callback, Any] | None = None  # (user callback, data) registered
+        self.hook: Callback | None = None  # the monitored callback currently registered
+        self.call: _Call | None = None  # the latest accepted call
+        self.older: tuple[_Call, ...] = ()  # earlier calls whose callback is still owed (rare)
+        self.tentative: _Call | None = None  # a queue call in progress (inline completion)
+        self.final: int | None = None  # final status observed for the latest call
+        self.freeing: int | None = None  # thread id inside SspiFreeAsyncContext
+        self.in_callback: int | None = None  # thread id running the user callback
+        self.callbacks = 0
+        # flags: registration survived a reinit / RequiresNotify was right for it / an idle read
+        # said "not pending" / the last queue failed / the last callback read a final status /
+        # freed from inside its own callback (OQ-3)
+        self.reinit_since_reg = self.notify_ok = self.idle_ok = self.last_queue_failed = False
+        self.last_cb_final = self.freed_in_callback = False
 
     @property
     def label(self) -> str:
         return self.custom if self.custom is not None else f"actx{self.number}"
+
+
+class _Raw:
+    """A handle that is not a known async context, as recorded in the trace.
+
+    Trace events name async contexts by number, so that events hold only plain values (the
+    garbage collector stops tracking such tuples; a long run keeps thousands of events)."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+
+def _ref(ctx: Any) -> Any:
+    if ctx is None:
+        return None
+    if type(ctx) is _Shadow:
+        return ctx.number
+    return _Raw(ctx)
 
 
 def _owed(call: _Call | None) -> bool:
@@ -183,7 +203,7 @@ class _MonitoredControl(CompletionControl):
         if sh is None:
             sh = monitor._lookup(ctx)
         monitor._append((next(monitor._seq), _monotonic(), None, "complete", "complete",
-                         sh if sh is not None else ctx, None, None, ""))
+                         sh.number if sh is not None else _ref(ctx), None, None, ""))
         try:
             done = self._inner.complete(ctx)
         except Exception:
@@ -243,6 +263,7 @@ class ContractMonitor(Adapter):
         self._freed: dict[Handle, _Shadow] = {}
         self._freed_old: dict[Handle, _Shadow] = {}
         self._labels: dict[Any, str] = {}
+        self._custom: dict[int, str] = {}  # async context number -> label given with name()
         self._actx_count = itertools.count(1)
         self._found: list[tuple[str, str, str, str | None, int | None]] = []
         self._reported: list[ViolationRecord] = []
@@ -263,7 +284,7 @@ class ContractMonitor(Adapter):
     # ---- trace and violations ----------------------------------------------------------------
     def _event(self, kind: str, op: str, ctx: Any, args: Any, status: int | None, detail: str = "") -> int:
         seq = next(self._seq)
-        self._append((seq, _monotonic(), _get_ident(), kind, op, ctx, args, status, detail))
+        self._append((seq, _monotonic(), _get_ident(), kind, op, _ref(ctx), args, status, detail))
         return seq
 
     def _note(self, op: str, detail: str) -> None:
@@ -321,6 +342,7 @@ class ContractMonitor(Adapter):
             sh = self._lookup(handle)
             if sh is not None:
                 sh.custom = label
+                self._custom[sh.number] = label
             self._labels[handle] = label
 
     def callback_count(self, ctx: Handle) -> int:
@@ -367,6 +389,10 @@ class ContractMonitor(Adapter):
     def _label(self, ctx: Any) -> str:
         if ctx is None:
             return ""
+        if type(ctx) is int:  # an async context, by number
+            return self._custom.get(ctx) or f"actx{ctx}"
+        if type(ctx) is _Raw:
+            return self._handle_label(ctx.handle)
         if type(ctx) is _Shadow:
             return ctx.label
         return self._handle_label(ctx)
@@ -429,7 +455,7 @@ class ContractMonitor(Adapter):
                 # (a recycled handle may still be remembered as freed: lookups try live ones first)
                 live[handle] = sh = _Shadow(handle, next(self._actx_count))
                 self._append((next(self._seq), _monotonic(), _get_ident() if conc else None, "return",
-                              "create_async_context", sh, None, None, ""))
+                              "create_async_context", sh.number, None, None, ""))
                 return handle
             if handle is None:
                 self._event("return", "create_async_context", None, None, None, "NULL (out of memory, CTX-2)")
@@ -474,6 +500,7 @@ class ContractMonitor(Adapter):
             ):
                 # The usual case: nothing outstanding, the free is legal.
                 sh.state = _FREED
+                sh.reg = sh.hook = None  # less for the garbage collector to walk on long runs
                 if sh.in_callback is not None:
                     sh.freed_in_callback = True
                 del self._live[ctx]
@@ -482,7 +509,7 @@ class ContractMonitor(Adapter):
                 if len(freed) >= _FREED_MEMORY:
                     self._forget_freed()
                 self._append((next(self._seq), _monotonic(), tid if conc else None, "call", "free_async_context",
-                              sh, None, None, ""))
+                              sh.number, None, None, ""))
                 sh = None
             else:
                 sh = self._free_slow(ctx, tid)
@@ -635,7 +662,7 @@ class ContractMonitor(Adapter):
                 sh.hook = hook
                 sh.reinit_since_reg = sh.notify_ok = False
                 self._append((next(self._seq), _monotonic(), _get_ident() if conc else None, "return",
-                              "set_async_notify_callback", sh, (callback, data), result, ""))
+                              "set_async_notify_callback", sh.number, (callback, data), result, ""))
                 return result
             seq = self._event("return", "set_async_notify_callback", sh if sh is not None else ctx,
                               (callback, data), result)
@@ -714,7 +741,7 @@ class ContractMonitor(Adapter):
             sh = self._live.get(ctx) if ctx is not None else None
             if sh is not None and sh.state is _DONE and sh.final == result:
                 self._append((next(self._seq), _monotonic(), _get_ident() if conc else None, "status",
-                              "get_async_call_status", sh, None, result, ""))
+                              "get_async_call_status", sh.number, None, result, ""))
                 return result
             sh = self._lookup(ctx)
             seq = self._event("status", "get_async_call_status", sh if sh is not None else ctx, None, result)
@@ -789,21 +816,21 @@ class ContractMonitor(Adapter):
     # ---- callbacks ----------------------------------------------------------------------------------
     def _hook(self, sh: _Shadow, user_callback: Callback) -> Callback:
         """The callback registered with the implementation for ``sh``: checks, then forwards."""
+        # Few free variables: the closure is made once per registration, on the hot path.
         inner_status = self.inner.get_async_call_status
-        lock = self._lock
         monitor = self
-        home = self._home_thread
 
         def monitored_callback(actx: Any, data: Any) -> None:
             tid = _get_ident()
-            if tid != home and not monitor._concurrent:
+            if tid != monitor._home_thread and not monitor._concurrent:
                 # A callback on another thread: from now on every update takes the lock.
                 monitor._concurrent = True
-            readable = sh.state not in _DEAD and sh.freeing is None
-            status = inner_status(sh.handle) if readable else None
+            state = sh.state
+            status = inner_status(sh.handle) if (state is not _FREED and state is not _ZOMBIE
+                                                 and sh.freeing is None) else None
             conc = monitor._concurrent
             if conc:
-                lock.acquire()
+                monitor._lock.acquire()
             try:
                 call = sh.call
                 if (
@@ -822,12 +849,13 @@ class ContractMonitor(Adapter):
                     sh.last_cb_final = True
                     if sh.state is _PN:
                         sh.state = _DONE
-                    self._append((next(self._seq), _monotonic(), tid, "callback", call[_OP], sh, None, status, ""))
+                    monitor._append((next(monitor._seq), _monotonic(), tid, "callback", call[_OP], sh.number, None,
+                                     status, ""))
                 else:
-                    self._on_callback(sh, actx, data, status, tid, sh.hook is monitored_callback)
+                    monitor._on_callback(sh, actx, data, status, tid, sh.hook is monitored_callback)
             finally:
                 if conc:
-                    lock.release()
+                    monitor._lock.release()
             sh.in_callback = tid
             try:
                 user_callback(actx, data)
@@ -1027,7 +1055,8 @@ class ContractMonitor(Adapter):
                 sh.tentative = None
                 if (
                     result == _OK and rule.requirement is None and rule.accept and caller_error is None
-                    and call is not None and not call[_CALLBACKS] and not _owed(sh.call)
+                    and call is not None and not call[_CALLBACKS]
+                    and ((prev := sh.call) is None or prev[_CALLBACKS] or not prev[_NOTIFY] or prev[_CANCELLED])
                     and (outputs is None or not outputs.written) and not self._inline
                 ):
                     # The usual case: a legal queue, accepted, not completed yet.
@@ -1035,9 +1064,11 @@ class ContractMonitor(Adapter):
                     sh.state = rule.next
                     sh.final = None
                     sh.last_queue_failed = False
-                    self._append((seq, start, _get_ident() if conc else None, "call", op, sh, args, result, ""))
+                    self._append((seq, start, _get_ident() if conc else None, "call", op, sh.number, args, result,
+                                  ""))
                     return result
-            self._append((seq, start, _get_ident(), "call", op, sh if sh is not None else ctx, args, None, ""))
+            self._append((seq, start, _get_ident(), "call", op, _ref(sh if sh is not None else ctx), args, None,
+                          ""))
             rseq = self._event("return", op, sh if sh is not None else ctx, None, result)
             if caller_error is not None:
                 self._flag(caller_error[0], caller_error[1], _CALLER, op, rseq)
