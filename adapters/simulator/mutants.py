@@ -412,12 +412,14 @@ class PendingStatusClobbered(SimulatorAdapter):
 
 
 @_mutant("reuse-keeps-old-status", "CTX-7",
-         "queueing again on a completed context without reinit leaves the previous final status readable")
+         "queueing again on a completed context without reinit leaves the previous final status readable "
+         "(deferred and inline completion)")
 class ReuseKeepsOldStatus(SimulatorAdapter):
     def _queue(
         self, ctx: Handle | None, is_delete: bool, job: tuple[Any, ...], call: str, busy: Any = None
     ) -> int:
-        previous = ctx.status if type(ctx) is AsyncContext and ctx.state is State.COMPLETED else None
+        reuse = type(ctx) is AsyncContext and ctx.state is State.COMPLETED and self._scheduler.mode != "threaded"
+        previous = ctx.status if reuse else None  # type: ignore[union-attr]
         result = super()._queue(ctx, is_delete, job, call, busy)
         if previous is not None and result == st.SEC_E_OK and ctx.state in _PENDING_STATES:  # type: ignore[union-attr]
             ctx.status = previous  # type: ignore[union-attr]

@@ -640,6 +640,7 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         for name in names:
             self.t.bind(name)
             self.r.bind(name)
+        self._check_completed(names)
         for name in names:
             if self.diverged:
                 return
@@ -649,6 +650,18 @@ class AsyncSspiMachine(RuleBasedStateMachine):
             state = self._ref_state(name)
             if state in _READABLE and self.compare_completions:
                 self._status(name)
+
+    def _check_completed(self, names: list[str]) -> None:
+        """A call the machine completed must have left the implementation's queue (OQ-13)."""
+        control = self.t.adapter.control
+        if control is None or not self.controlled or self.diverged:
+            return
+        still = control.pending()
+        for name in names:
+            handle = self.t.actx.get(name)
+            if handle is not None and any(h is handle for h in still):
+                self._fail("OQ-13", f"the call queued on {name} is still pending after it was completed")
+                return
 
     def _check_callbacks(self, name: str, state_before: State) -> None:
         want = self.r.callbacks.get(name, [])
