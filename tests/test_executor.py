@@ -19,10 +19,9 @@ import pytest
 from adapters import status as st
 from adapters.api import Adapter, ImplementationCrashed, ImplementationHung, Unsupported
 from adapters.simulator import SimulatorAdapter, create
-from conformance import executor
 from conformance.executor import run_scenario
 from conformance.results import ScenarioResult, Verdict
-from conformance.scenario import Scenario, load_scenario
+from conformance.scenario import Scenario, load_scenario, steps
 
 MODES = ("inline", "deferred", "threaded")
 CLIENT = "{user: alice, password: secret}"
@@ -407,7 +406,7 @@ def test_executor_bug_is_an_error_not_a_traceback(tmp_path: Path, monkeypatch: p
     def broken(run: Any, step: Any) -> None:
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setitem(executor._HANDLERS, "status", broken)
+    monkeypatch.setitem(steps.HANDLERS, "status", broken)
     scenario = _scenario(tmp_path, "- create: a1\n- status: a1\n  expect: SEC_E_OK\n- free: a1\n")
     _Fake.closed = 0
     result = _run(scenario, lambda: _Fake(completion="inline"))
