@@ -107,18 +107,15 @@ class RunOutcome:
     results: list[Any]
 
 
-def plugin_objects() -> list[object]:
-    """The plugin module for pytest.main(plugins=...), unless its entry point loads it anyway."""
-    from conformance import pytest_plugin
-
-    return [] if pytest_plugin.entry_point_installed() else [pytest_plugin]
-
-
 def pytest_args(args: argparse.Namespace, paths: Sequence[Path]) -> list[str]:
+    # The plugin goes in as "-p MODULE" (not pytest.main(plugins=...)) so that pytest-xdist
+    # workers, which re-parse these arguments, load it too.
+    from conformance.pytest_plugin import plugin_args
+
     # Scenario runs need neither pytest's cache, assertion rewriting nor Hypothesis' plugin;
     # skipping them saves seconds of start-up (Hypothesis imports itself at session end).
-    argv = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--assert=plain", "-q", "--adapter", args.adapter,
-            "--report-dir", str(args.report_dir)]
+    argv = [*plugin_args(), "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--assert=plain", "-q",
+            "--adapter", args.adapter, "--report-dir", str(args.report_dir)]
     for pair in args.adapter_option:
         argv += ["--adapter-option", pair]
     if args.profile:
@@ -200,7 +197,7 @@ def execute_run(args: argparse.Namespace, out: TextIO) -> RunOutcome:
     args.report_dir = report_dir
     results_path = report_dir / RESULTS_NAME
     started = time.perf_counter()
-    code = int(pytest.main(pytest_args(args, paths), plugins=plugin_objects()))
+    code = int(pytest.main(pytest_args(args, paths)))
     elapsed = time.perf_counter() - started
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
         raise UsageError("no scenario selected")

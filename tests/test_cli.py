@@ -94,7 +94,8 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 def test_run_all_expected_outcomes_exits_0_and_writes_reports(tmp_path: Path, capsys) -> None:
     folder = corpus(tmp_path, a=PASSING, b=PASSING_2, c=UNSUPPORTED)
     reports = tmp_path / "reports"
-    code, out, _ = run_cli(capsys, "run", str(folder), "--report-dir", str(reports))
+    # Two xdist workers: they must load the plugin from the arguments the CLI gives pytest.
+    code, out, _ = run_cli(capsys, "run", str(folder), "--report-dir", str(reports), "-n", "2")
     assert code == 0, out
     assert "3 scenarios on simulator" in out
     assert {p.name for p in reports.iterdir()} >= {"results.jsonl", "junit.xml", "summary.md", "report.html"}
