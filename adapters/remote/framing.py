@@ -18,7 +18,9 @@ import time
 from typing import IO
 
 CHUNK = 1 << 16
-SPIN_MIN_S = 0.000005
+SPIN_FLOOR_S = 0.00002  # a busy-wait budget below this is not worth its CPU: switch off
+SPIN_PROBE_S = 0.00005  # budget of a probe, and the least budget after a catch
+SPIN_PROBE_EVERY = 32  # waits between probes while switched off
 
 
 class StreamTimeout(Exception):
@@ -144,6 +146,7 @@ class LineReader:
         self._max = max_bytes
         self._spin_max = spin_s
         self._spin_s = spin_s
+        self._skips = 0
         self._buf = bytearray()
         self._start = 0  # consumed prefix of _buf, compacted lazily
 
@@ -152,22 +155,35 @@ class LineReader:
 
         Over a pipe an answer comes back within tens of microseconds when both processes
         have a CPU, while sleeping costs a wake-up on each side (tens of microseconds more
-        per message, far more on a virtual machine).  The busy-wait adapts: it grows while
-        it catches answers and shrinks while it does not (a loaded machine, a slow
-        operation), so it never burns much CPU for nothing.  None when nothing arrived.
+        per message, far more on a virtual machine).  On a loaded machine the opposite
+        holds: spinning takes the CPU the peer needs.  So the busy-wait adapts: it grows
+        while it catches answers it had to wait for, halves when it does not, switches off
+        below SPIN_FLOOR_S, and then probes again every SPIN_PROBE_EVERY waits.
+        None when nothing arrived.
         """
+        budget = self._spin_s
+        if budget <= 0.0:
+            self._skips += 1
+            if self._skips < SPIN_PROBE_EVERY:
+                return None
+            self._skips = 0
+            budget = SPIN_PROBE_S
         read = self._t.read
         clock = time.perf_counter
-        end = clock() + self._spin_s
+        end = clock() + budget
+        waited = False
         while True:
             try:
                 chunk = read()
             except BlockingIOError:
                 if clock() < end:
+                    waited = True
                     continue
-                self._spin_s = max(SPIN_MIN_S, self._spin_s * 0.5)
+                budget *= 0.5
+                self._spin_s = budget if budget >= SPIN_FLOOR_S else 0.0
                 return None
-            self._spin_s = min(self._spin_max, self._spin_s * 1.25 + SPIN_MIN_S)
+            if waited:  # caught an answer we would otherwise have slept for
+                self._spin_s = min(self._spin_max, max(budget * 1.5, SPIN_PROBE_S))
             return chunk
 
     def read_line(self, deadline: float | None) -> bytes:
@@ -191,7 +207,7 @@ class LineReader:
             if len(buf) - self._start > self._max:
                 raise LineTooLong(self._max)
             scan = len(buf)
-            chunk = self._spin() if self._spin_s else None
+            chunk = self._spin() if self._spin_max else None
             if chunk is None:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if not self._t.wait_readable(remaining):
