@@ -191,3 +191,24 @@ def test_windows_stdio_fallback_reads_bounded_lines() -> None:
     assert os.read(r, 10) == b"line\n"
     os.close(r)
     os.close(w)
+
+
+def test_busy_wait_switches_off_when_it_catches_nothing_and_probes_back() -> None:
+    from adapters.remote import framing
+
+    r, w = os.pipe()
+    reader = LineReader(Transport(r, r), 64, spin_s=0.0002)
+    for _ in range(5):  # nothing arrives: each failed spin halves the budget, then it stops
+        with pytest.raises(StreamTimeout):
+            reader.read_line(time.monotonic() + 0.001)
+    assert reader._spin_s == 0.0
+    reader._skips = 0
+    for _ in range(framing.SPIN_PROBE_EVERY - 1):  # switched off: plain waits
+        os.write(w, b"x\n")
+        assert reader.read_line(time.monotonic() + 1) == b"x"
+    assert reader._skips == framing.SPIN_PROBE_EVERY - 1
+    os.write(w, b"y\n")  # the next wait probes (data already there: caught without waiting)
+    assert reader.read_line(time.monotonic() + 1) == b"y"
+    assert reader._skips == 0
+    os.close(r)
+    os.close(w)
