@@ -114,24 +114,37 @@ def write_corpus(root: Path) -> int:
     return count
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of waited-for child processes (0.0 where unavailable)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_pytest(root: Path, files: int, workers: int, options: dict[str, str]) -> dict[str, Any]:
     """One pytest subprocess over the corpus; executions per second of wall time."""
-    from conformance.pytest_plugin import plugin_args
+    from conformance.pytest_plugin import RUN_FLAGS, plugin_args
     from conformance.reports.jsonl import read_results
 
     repeat = -(-MIN_EXECUTIONS // files)
     report_dir = root / f"reports-{workers}"
     # The same pytest flags as `sspi-conformance run` (conformance/cli.py).
-    argv = [sys.executable, "-m", "pytest", *plugin_args(), "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
-            "--assert=plain", "-q", "--repeat", str(repeat), "--report-dir", str(report_dir), "scenarios"]
+    argv = [sys.executable, "-m", "pytest", *plugin_args(), *RUN_FLAGS, "-q", "--repeat", str(repeat),
+            "--report-dir", str(report_dir), "scenarios"]
     for key, value in options.items():
         argv += ["--adapter-option", f"{key}={value}"]
     if workers > 1:
         argv += ["-n", str(workers)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    before = _children_cpu()
     started = time.perf_counter()
     proc = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
+    # CPU seconds of pytest and its workers: less sensitive than wall time to a shared machine.
+    cpu = _children_cpu() - before
     results = read_results(report_dir / "results.jsonl")
     verdicts: dict[str, int] = {}
     for r in results:
@@ -141,6 +154,7 @@ def run_pytest(root: Path, files: int, workers: int, options: dict[str, str]) ->
         raise RuntimeError(f"pytest exit {proc.returncode}, {len(results)} results of {files * repeat}:\n{tail}")
     executing = sum(r.duration_s for r in results)
     return {"executions": len(results), "wall_s": round(wall, 3), "per_s": round(len(results) / wall, 1),
+            "cpu_s": round(cpu, 3), "cpu_ms_per_scenario": round(cpu * 1000 / len(results), 3),
             "run_scenario_s": round(executing, 3), "adapter_options": options, "verdicts": verdicts}
 
 

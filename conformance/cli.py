@@ -110,12 +110,9 @@ class RunOutcome:
 def pytest_args(args: argparse.Namespace, paths: Sequence[Path]) -> list[str]:
     # The plugin goes in as "-p MODULE" (not pytest.main(plugins=...)) so that pytest-xdist
     # workers, which re-parse these arguments, load it too.
-    from conformance.pytest_plugin import plugin_args
+    from conformance.pytest_plugin import RUN_FLAGS, plugin_args
 
-    # Scenario runs need neither pytest's cache, assertion rewriting nor Hypothesis' plugin;
-    # skipping them saves seconds of start-up (Hypothesis imports itself at session end).
-    argv = [*plugin_args(), "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--assert=plain", "-q",
-            "--adapter", args.adapter, "--report-dir", str(args.report_dir)]
+    argv = [*plugin_args(), *RUN_FLAGS, "-q", "--adapter", args.adapter, "--report-dir", str(args.report_dir)]
     for pair in args.adapter_option:
         argv += ["--adapter-option", pair]
     if args.profile:

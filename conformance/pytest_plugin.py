@@ -59,6 +59,17 @@ def plugin_args() -> list[str]:
     return [] if entry_point_installed() else ["-p", __name__]
 
 
+# pytest flags for a pure scenario run (the CLI and the benchmark use them).  Scenario items
+# need no cache, assertion rewriting, doctests or Hypothesis, and the per-test logging,
+# warnings and thread-exception capture of pytest's own plugins costs about a fifth of
+# pytest's per-item time while a scenario reports everything through its result instead.
+# faulthandler stays: it prints the Python stacks if an in-process implementation crashes.
+RUN_FLAGS: tuple[str, ...] = (
+    "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:doctest", "-p", "no:logging",
+    "-p", "no:warnings", "-p", "no:threadexception", "-p", "no:unraisableexception", "--assert=plain",
+)
+
+
 # ---- settings ------------------------------------------------------------------------------------
 
 

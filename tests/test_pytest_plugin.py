@@ -15,11 +15,11 @@ import pytest
 import conformance.executor
 import conformance.reports
 import conformance.scenario.loader  # noqa: F401
-from conformance.pytest_plugin import plugin_args
+from conformance.pytest_plugin import RUN_FLAGS, plugin_args
 
 REPO = Path(__file__).resolve().parent.parent
-# Hypothesis' plugin imports Hypothesis at session end: seconds per inner run for nothing.
-FAST = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--assert=plain")
+# The CLI's flags; without them Hypothesis' plugin alone re-imports Hypothesis in every run.
+FAST = RUN_FLAGS
 
 pytest_plugins = ["pytester"]
 
