@@ -821,3 +821,41 @@ def test_every_section_a_requirement_has_a_test() -> None:
         if name.startswith("test_") and fn.__doc__:
             documented |= set(re.findall(r"\b(?:CTX|NOTIFY|CALL|REINIT|FREE)-\d+", fn.__doc__.split(":")[0]))
     assert wanted <= documented, sorted(wanted - documented)
+
+
+def _pending(h: H) -> Any:
+    ctx = h.ctx()
+    h.sim.acquire_credentials_handle_async(ctx, None, "Sim", OUT, None, CallOutputs())
+    return ctx
+
+
+def _freed(h: H) -> Any:
+    ctx = h.ctx()
+    h.sim.free_async_context(ctx)
+    h.sim.diagnostics()
+    return ctx
+
+
+MISUSE: list[tuple[str, Callable[[H], object]]] = [
+    ("NOTIFY-4", lambda h: h.sim.acquire_credentials_handle_async(h.ctx(callback=False), None, "Sim", OUT, None,
+                                                                  CallOutputs())),
+    ("CTX-4", lambda h: h.sim.free_credentials_handle_async(_pending(h), None)),
+    ("OQ-9", lambda h: h.sim.set_async_notify_callback(_pending(h), h.cb, None)),
+    ("REINIT-4", lambda h: h.sim.reinit_async_context(_pending(h))),
+    ("FREE-3", lambda h: h.sim.free_async_context(_pending(h))),
+    ("FREE-1", lambda h: h.sim.free_async_context(_freed(h))),
+    ("FREE-1", lambda h: h.sim.get_async_call_status(_freed(h))),
+    ("REINIT-7", lambda h: h.sim.reinit_async_context(None)),
+    ("CALL-2", lambda h: h.sim.delete_security_context_async("not an async context", None)),
+    ("CALL-20", lambda h: h.sim.initialize_security_context_async(h.ctx(), None, None, "t", 0, None, CallOutputs(),
+                                                                  reserved2=1)),
+]
+
+
+@pytest.mark.parametrize(("requirement", "misuse"), MISUSE, ids=[f"{r}-{i}" for i, (r, _) in enumerate(MISUSE)])
+def test_simulator_reports_each_misuse_with_its_requirement(requirement: str, misuse: Callable[[H], object]) -> None:
+    """Misuse detection: each misuse yields exactly one caller violation, with the right ID."""
+    h = H()
+    misuse(h)
+    found = h.sim.diagnostics()
+    assert [(v.requirement, v.party) for v in found] == [(requirement, "caller")], found
