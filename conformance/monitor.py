@@ -17,8 +17,25 @@ Outcomes are judged as follows:
 * status reads must never show PENDING on an idle context (OQ-1), must be stable once
   final (CTX-8) and must be one of the statuses the operation documents (CALL-7/17/22/25/27).
 
-The hot path appends plain tuples; :class:`~conformance.results.TraceEvent` objects and
-violation messages are built only when somebody reads them.
+What the monitor knows about completion depends on the completion mode, which it follows
+through ``monitor.control`` (drive completions and mode switches through it, not through the
+wrapped adapter's control):
+
+* deferred: a call completes only when ``control.complete``/``complete_all`` completes it, so
+  the monitor also checks that nothing completes early (CTX-7), that completing delivers the
+  callback (OQ-13), that ``complete_all`` leaves nothing behind and that a mode switch drops
+  nothing; refusals while pending (CTX-4, OQ-9, REINIT-4) are judged exactly;
+* inline: an accepted call has completed when the queue call returns;
+* threaded, or no completion control: completion races with the caller, so an action the
+  table refuses while pending but the implementation accepts is *not* judged (the call may have
+  completed an instant earlier); a note goes to the trace and the shadow follows the
+  implementation.  Lost callbacks are flagged by :meth:`ContractMonitor.finish`.
+
+The hot path appends plain tuples that name async contexts by number (untracked by the
+garbage collector); :class:`~conformance.results.TraceEvent` objects, labels and violation
+messages are built only when somebody reads them.  In inline and deferred modes callbacks run
+on the caller's thread and the lock is skipped; a callback on any other thread switches
+locking on for good.
 
 Known blind spot: when a caller frees a context whose notified call is still pending (itself
 caller misuse, FREE-3) while the call is completing on another thread, a callback already in
