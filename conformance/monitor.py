@@ -46,6 +46,7 @@ context.  Scenarios that free pending contexts should use deferred completion.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import operator
 import threading
@@ -133,7 +134,7 @@ class _Shadow:
     """What the contract says one async context is doing."""
 
     __slots__ = (
-        "call", "callbacks", "custom", "final", "freed_in_callback", "freeing", "handle", "hook", "idle_ok",
+        "call", "callbacks", "custom", "final", "freed_in_callback", "freeing", "handle", "idle_ok",
         "in_callback", "last_cb_final", "last_queue_failed", "notify_ok", "number", "older", "reg",
         "reinit_since_reg", "state", "tentative",
     )
@@ -144,7 +145,6 @@ class _Shadow:
         self.custom: str | None = None  # label given with ContractMonitor.name()
         self.state = _IDLE
         self.reg: tuple[Callback, Any] | None = None  # (user callback, data) registered
-        self.hook: Callback | None = None  # the monitored callback currently registered
         self.call: _Call | None = None  # the latest accepted call
         self.older: tuple[_Call, ...] = ()  # earlier calls whose callback is still owed (rare)
         self.tentative: _Call | None = None  # a queue call in progress (inline completion)
@@ -517,7 +517,7 @@ class ContractMonitor(Adapter):
             ):
                 # The usual case: nothing outstanding, the free is legal.
                 sh.state = _FREED
-                sh.reg = sh.hook = None  # less for the garbage collector to walk on long runs
+                sh.reg = None  # less for the garbage collector to walk on long runs
                 if sh.in_callback is not None:
                     sh.freed_in_callback = True
                 del self._live[ctx]
@@ -676,7 +676,6 @@ class ContractMonitor(Adapter):
             if fast and result == _OK:
                 assert sh is not None
                 sh.reg = (callback, data)  # type: ignore[assignment]
-                sh.hook = hook
                 sh.reinit_since_reg = sh.notify_ok = False
                 self._append((next(self._seq), _monotonic(), _get_ident() if conc else None, "return",
                               "set_async_notify_callback", sh.number, (callback, data), result, ""))
@@ -692,12 +691,12 @@ class ContractMonitor(Adapter):
                 return result
             if rule.accept:
                 if result == _OK:
-                    self._register(sh, callback, data, hook)
+                    self._register(sh, callback, data)
                 elif not unsettled:
                     self._flag("NOTIFY-9", f"registration on {sh.label} ({sh.state.value}) refused with "
                                f"{st.describe(result)}", _IMPL, "set_async_notify_callback", seq)
             elif result == _OK and self._raced(sh, "set_async_notify_callback"):
-                self._register(sh, callback, data, hook)
+                self._register(sh, callback, data)
             else:
                 self._caller_misuse(rule, sh, "set_async_notify_callback", seq)
                 if result == _OK:
@@ -706,7 +705,7 @@ class ContractMonitor(Adapter):
                                _IMPL, "set_async_notify_callback", seq)
                     if sh.state not in _DEAD:
                         # Follow the implementation: the new hook and data are what it will deliver.
-                        self._register(sh, callback, data, hook)
+                        self._register(sh, callback, data)
                         call = sh.call
                         if _owed(call):
                             assert call is not None
@@ -719,9 +718,8 @@ class ContractMonitor(Adapter):
         return result
 
     @staticmethod
-    def _register(sh: _Shadow, callback: Callback | None, data: Any, hook: Callback | None) -> None:
+    def _register(sh: _Shadow, callback: Callback | None, data: Any) -> None:
         sh.reg = (callback, data) if callback is not None else None
-        sh.hook = hook
         sh.reinit_since_reg = sh.notify_ok = False
 
     def async_context_requires_notify(self, ctx: Handle | None) -> bool:
@@ -832,54 +830,54 @@ class ContractMonitor(Adapter):
 
     # ---- callbacks ----------------------------------------------------------------------------------
     def _hook(self, sh: _Shadow, user_callback: Callback) -> Callback:
-        """The callback registered with the implementation for ``sh``: checks, then forwards."""
-        # Few free variables: the closure is made once per registration, on the hot path.
-        inner_status = self.inner.get_async_call_status
-        monitor = self
+        """The callback registered with the implementation for ``sh``: checks, then forwards.
 
-        def monitored_callback(actx: Any, data: Any) -> None:
-            tid = _get_ident()
-            if tid != monitor._home_thread and not monitor._concurrent:
-                # A callback on another thread: from now on every update takes the lock.
-                monitor._concurrent = True
-            state = sh.state
-            status = inner_status(sh.handle) if (state is not _FREED and state is not _ZOMBIE
-                                                 and sh.freeing is None) else None
-            conc = monitor._concurrent
+        A partial of a bound method rather than a closure: one is made per registration, and a
+        closure's cells are that many more objects for the garbage collector on long runs."""
+        return functools.partial(self._monitored_callback, sh, user_callback)
+
+    def _monitored_callback(self, sh: _Shadow, user_callback: Callback, actx: Any, data: Any) -> None:
+        tid = _get_ident()
+        if tid != self._home_thread and not self._concurrent:
+            # A callback on another thread: from now on every update takes the lock.
+            self._concurrent = True
+        state = sh.state
+        status = self.inner.get_async_call_status(sh.handle) if (
+            state is not _FREED and state is not _ZOMBIE and sh.freeing is None) else None
+        conc = self._concurrent
+        if conc:
+            self._lock.acquire()
+        try:
+            call = sh.call
+            if (
+                call is not None and call[_NOTIFY] and not call[_CALLBACKS] and not call[_CANCELLED]
+                and not sh.older and actx is sh.handle and data is call[_DATA] and status is not None
+                and status in _ALLOWED[call[_OP]]
+                and ((outputs := call[_OUTPUTS]) is None or (outputs.written and (
+                    status not in _NEW_CONTEXT_STATUSES or call[_OP] is _ACH or outputs.new_context is not None)))
+            ):
+                # The usual case: the one callback owed, right context and data, final status.
+                # (statuses it documents, outputs written, phNewContext where due: CALL-14)
+                call[_CALLBACKS] = 1
+                call[_CHECKED] = True
+                sh.callbacks += 1
+                sh.final = status
+                sh.last_cb_final = True
+                if sh.state is _PN:
+                    sh.state = _DONE
+                self._append((next(self._seq), _monotonic(), tid, "callback", call[_OP], sh.number, None, status, ""))
+            else:
+                reg = sh.reg
+                current = reg is not None and reg[0] is user_callback
+                self._on_callback(sh, actx, data, status, tid, current)
+        finally:
             if conc:
-                monitor._lock.acquire()
-            try:
-                call = sh.call
-                if (
-                    call is not None and call[_NOTIFY] and not call[_CALLBACKS] and not call[_CANCELLED]
-                    and not sh.older and actx is sh.handle and data is call[_DATA] and status is not None
-                    and status in _ALLOWED[call[_OP]]
-                    and ((outputs := call[_OUTPUTS]) is None or (outputs.written and (
-                        status not in _NEW_CONTEXT_STATUSES or call[_OP] is _ACH or outputs.new_context is not None)))
-                ):
-                    # The usual case: the one callback owed, right context and data, final status.
-                    # (statuses it documents, outputs written, phNewContext where due: CALL-14)
-                    call[_CALLBACKS] = 1
-                    call[_CHECKED] = True
-                    sh.callbacks += 1
-                    sh.final = status
-                    sh.last_cb_final = True
-                    if sh.state is _PN:
-                        sh.state = _DONE
-                    monitor._append((next(monitor._seq), _monotonic(), tid, "callback", call[_OP], sh.number, None,
-                                     status, ""))
-                else:
-                    monitor._on_callback(sh, actx, data, status, tid, sh.hook is monitored_callback)
-            finally:
-                if conc:
-                    monitor._lock.release()
-            sh.in_callback = tid
-            try:
-                user_callback(actx, data)
-            finally:
-                sh.in_callback = None
-
-        return monitored_callback
+                self._lock.release()
+        sh.in_callback = tid
+        try:
+            user_callback(actx, data)
+        finally:
+            sh.in_callback = None
 
     def _on_callback(self, sh: _Shadow, actx: Any, data: Any, status: int | None, tid: int, current: bool) -> None:
         sh.callbacks += 1
