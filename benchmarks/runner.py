@@ -158,6 +158,29 @@ def run_pytest(root: Path, files: int, workers: int, options: dict[str, str]) ->
             "run_scenario_s": round(executing, 3), "adapter_options": options, "verdicts": verdicts}
 
 
+def pytest_floor(root: Path, workers: int) -> dict[str, Any]:
+    """The same number of empty Python tests with the same flags: pytest's (and xdist's) own
+    per-item cost on this machine, the floor under any scenarios-per-second figure."""
+    from conformance.pytest_plugin import RUN_FLAGS
+
+    folder = root / "floor"
+    folder.mkdir(exist_ok=True)
+    (folder / "test_empty.py").write_text(
+        f"import pytest\n\n\n@pytest.mark.parametrize('i', range({MIN_EXECUTIONS}))\ndef test_empty(i):\n    pass\n")
+    argv = [sys.executable, "-m", "pytest", *RUN_FLAGS, "-q", "-p", "no:sspi_conformance", "test_empty.py"]
+    if workers > 1:
+        argv += ["-n", str(workers)]
+    before = _children_cpu()
+    started = time.perf_counter()
+    proc = subprocess.run(argv, cwd=folder, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    cpu = _children_cpu() - before
+    if proc.returncode != 0:
+        raise RuntimeError(f"empty-test floor run failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
+    return {"tests": MIN_EXECUTIONS, "wall_s": round(wall, 3), "per_s": round(MIN_EXECUTIONS / wall, 1),
+            "cpu_ms_per_test": round(cpu * 1000 / MIN_EXECUTIONS, 3)}
+
+
 # ---- interpreter overhead --------------------------------------------------------------------------
 
 
@@ -250,6 +273,8 @@ def main() -> dict[str, Any]:
         one = run_pytest(root, files, 1, HEADLINE_OPTIONS)
         two = run_pytest(root, files, 2, HEADLINE_OPTIONS)
         default_two = run_pytest(root, files, 2, {})
+        floor_one = pytest_floor(root, 1)
+        floor_two = pytest_floor(root, 2)
     return {
         "scenarios_per_s_1_worker": one["per_s"],
         "scenarios_per_s_2_workers": two["per_s"],
@@ -259,6 +284,8 @@ def main() -> dict[str, Any]:
             "one_worker": one,
             "two_workers": two,
             "two_workers_default_simulator_delays": default_two,
+            "empty_pytest_tests_1_worker": floor_one,
+            "empty_pytest_tests_2_workers": floor_two,
             "overhead": ratio,
             "overhead_threaded_completion": ratio_threaded,
             "load_average_1min": round(os.getloadavg()[0], 2),
