@@ -16,7 +16,7 @@ import pytest
 from adapters import status as st
 from adapters.constants import ISC_REQ, ISC_RET
 from conformance.requirements import load_catalogue
-from conformance.scenario import LoadError, load_corpus, load_scenario, validate_paths
+from conformance.scenario import LoadError, load_corpus, load_scenario, validate_paths, yamlsafe
 from conformance.scenario import model as m
 
 HERE = Path(__file__).parent
@@ -116,11 +116,32 @@ def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     assert info.value.line == 6 and "anchors" in info.value.message
 
 
-def test_deep_nesting_is_bounded(tmp_path: Path) -> None:
-    path = _write(tmp_path, "id: deep\nx: " + "[" * 5000 + "]" * 5000 + "\n")
+@pytest.mark.parametrize(("depth", "message"), [(100, "nesting deeper than 64"), (5000, "nesting depth")])
+def test_deep_nesting_is_bounded(tmp_path: Path, depth: int, message: str) -> None:
+    path = _write(tmp_path, "id: deep\nx: " + "[" * depth + "]" * depth + "\n")
     with pytest.raises(LoadError) as info:
         load_scenario(path)
-    assert info.value.line == 2 and "nesting deeper than" in info.value.message
+    assert info.value.line == 2 and message in info.value.message
+
+
+@pytest.mark.parametrize("name", ["alias_bomb.yaml", "duplicate_key.yaml", "bad_yaml_syntax.yaml"])
+def test_pure_python_composer_gives_the_same_errors(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without libyaml the loader falls back to PyYAML's composer (anchors refused as they come).
+    with pytest.raises(LoadError) as with_libyaml:
+        load_scenario(MALFORMED / name)
+    monkeypatch.setattr(yamlsafe, "_FastLoader", None)
+    with pytest.raises(LoadError) as pure:
+        load_scenario(MALFORMED / name)
+    assert pure.value.line == with_libyaml.value.line
+    # libyaml words syntax errors its own way; the kind of error and its place agree.
+    assert pure.value.message.split(" (")[0].split(":")[0] == with_libyaml.value.message.split(" (")[0].split(":")[0]
+
+
+def test_pure_python_composer_locates_the_same_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path, GOOD)
+    with_libyaml = yamlsafe.parse_yaml(path.read_bytes(), str(path))
+    monkeypatch.setattr(yamlsafe, "_FastLoader", None)
+    assert yamlsafe.parse_yaml(path.read_bytes(), str(path)) == with_libyaml
 
 
 def test_invalid_utf8_is_located(tmp_path: Path) -> None:

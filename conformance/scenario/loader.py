@@ -43,7 +43,14 @@ def load_scenario(path: PathLike, *, max_bytes: int = MAX_BYTES) -> Scenario:
     data = _read(path, max_bytes)
     document, locs = parse_yaml(data, name)
     validate(document, name, locs)
-    return compile_scenario(document, name, locs)
+    try:
+        return compile_scenario(document, name, locs)
+    except LoadError:
+        raise
+    except Exception as exc:  # the fast schema check let something through: ask jsonschema
+        validate(document, name, locs, force=True)
+        line, column = locs.of(())
+        raise LoadError(name, line, column, f"cannot compile the scenario: {type(exc).__name__}: {exc}") from None
 
 
 def expand_paths(paths: Iterable[PathLike]) -> list[Path]:

@@ -1,7 +1,9 @@
 """Schema validation of a parsed scenario, with every error mapped to its YAML position.
 
 The committed JSON Schema (``conformance/schema/scenario.schema.json``) describes the whole
-format, for editors.  Here it is applied in two passes so that messages stay precise: the
+format, for editors.  A valid document is recognised by the compiled checks of ``fastcheck``;
+otherwise ``jsonschema`` finds the error.  It is applied in two passes so that messages stay
+precise: the
 top level with steps checked only as mappings, then each step against the one definition its
 action key selects (``$defs/step_<action>``).  A step with no known action key is reported as
 "unknown step" at that key, rather than as a failure of a 25-way ``anyOf``.
@@ -18,6 +20,7 @@ from typing import Any
 import jsonschema
 
 from conformance.scenario.errors import LoadError
+from conformance.scenario.fastcheck import Check, compile_check
 from conformance.scenario.yamlsafe import Locations
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / "scenario.schema.json"
@@ -43,6 +46,28 @@ def _validators() -> tuple[jsonschema.Draft202012Validator, dict[str, jsonschema
         sub = {"$schema": schema["$schema"], "$defs": defs, "$ref": f"#/$defs/step_{action}"}
         per_action[action] = jsonschema.Draft202012Validator(sub)
     return jsonschema.Draft202012Validator(top), per_action
+
+
+@functools.lru_cache(maxsize=1)
+def _fast_checks() -> tuple[Check, dict[str, Check]]:
+    schema = load_schema()
+    defs = schema["$defs"]
+    top = {k: v for k, v in schema.items() if k != "$defs"}
+    fast_defs = {**defs, "step": {"type": "object"}}
+    per_action = {a: compile_check({"$ref": f"#/$defs/step_{a}"}, defs) for a in defs["step"]["x-actions"]}
+    return compile_check(top, fast_defs), per_action
+
+
+def _quick_valid(document: Any) -> bool:
+    """True when the document is certainly valid (the usual case), without jsonschema."""
+    top, per_action = _fast_checks()
+    if not isinstance(document, dict) or not top(document):
+        return False
+    for step in document["steps"]:
+        actions = [k for k in step if k in per_action]
+        if len(actions) != 1 or not per_action[actions[0]](step):
+            return False
+    return True
 
 
 def actions() -> tuple[str, ...]:
@@ -109,8 +134,12 @@ def _first(errors: list[LoadError]) -> LoadError | None:
     return min(errors, key=lambda e: (e.line, e.column)) if errors else None
 
 
-def validate(document: Any, file: str, locs: Locations) -> None:
-    """Raise the first (in file order) schema error of ``document`` as a LoadError."""
+def validate(document: Any, file: str, locs: Locations, *, force: bool = False) -> None:
+    """Raise the first (in file order) schema error of ``document`` as a LoadError.
+
+    ``force`` skips the fast check (used when a document that passed it fails to compile)."""
+    if not force and _quick_valid(document):
+        return
     top, per_action = _validators()
     if not isinstance(document, dict):
         raise LoadError(file, *locs.of(()), "a scenario must be a mapping of keys (id, title, steps, ...)")
