@@ -140,11 +140,9 @@ def counts_as_failure(result: Any, strict: bool) -> bool:
 
     Crashes, hangs, harness errors and stale profile expectations (xpass) always fail.
     """
-    from conformance.results import FAILING, Verdict
+    from conformance.reports.text import fails_run
 
-    if result.verdict not in FAILING:
-        return False
-    return strict or result.verdict is not Verdict.FAIL or result.level == "must"
+    return fails_run(result, strict)
 
 
 def print_summary(results: Sequence[Any], strict: bool, elapsed: float, report_dir: Path, out: TextIO) -> None:

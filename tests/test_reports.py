@@ -237,6 +237,9 @@ def test_markdown_summary_totals_failures_and_coverage() -> None:
     assert "| 5 | 5 | 2 | 2 | 1 | 0 |" in text
     assert "Cited but not in the catalogue: `NOPE-9`" in text
     assert "**PASSED**" in markdown.render([passing_result("a", [])], CATALOGUE)
+    should = failing_result(level="should")
+    text = markdown.render([should, passing_result("a", [])], CATALOGUE)
+    assert "**PASSED**: 2 scenarios on simulator, 1 failing (1 of them should/may-level" in text
 
 
 def test_markdown_cells_cannot_break_the_table() -> None:

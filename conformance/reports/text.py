@@ -52,6 +52,14 @@ def is_failing(result: ScenarioResult) -> bool:
     return result.verdict in FAILING
 
 
+def fails_run(result: ScenarioResult, strict: bool = False) -> bool:
+    """Level grading (docs/cli.md): a plain ``fail`` of a should/may scenario fails the run
+    only when strict; crashes, hangs, harness errors and xpass always do."""
+    if result.verdict not in FAILING:
+        return False
+    return strict or result.verdict is not Verdict.FAIL or result.level == "must"
+
+
 def reason(result: ScenarioResult) -> str:
     """One line saying why a result is not a plain pass."""
     if result.message:
@@ -161,6 +169,7 @@ __all__ = [
     "area_of",
     "counts",
     "event_line",
+    "fails_run",
     "is_failing",
     "reason",
     "status_text",
