@@ -142,7 +142,8 @@ def run_campaign(
             phases=[Phase.reuse, Phase.generate, Phase.shrink] if shrink else [Phase.reuse, Phase.generate],
         )
         try:
-            with _shrink_budget(shrink_seconds):
+            # Shrinking may overrun the time budget, but by no more than what was left of it.
+            with _shrink_budget(min(shrink_seconds, max(2.0, seconds - spent))):
                 machine_test(config, fuzz_settings, chunk_seed)()
         except ContractFinding as finding:
             failure = _failure(finding, config, chunk_seed, emit, time.perf_counter() - started)

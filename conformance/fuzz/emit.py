@@ -54,7 +54,7 @@ def scenario_document(
     lines = [
         f"Found by `sspi-conformance fuzz` against {adapter} ({shown}).",
         f"Finding: [{requirement}] {message}",
-        f"Seed: {seed if seed is not None else 'random'}.",
+        f"Seed: {seed if seed is not None else 'random'} (of the chunk of programs that found it).",
         f"Hypothesis reproduction: {blob or 'not available'}",
         "Expectations are the reference simulator's answers to the same calls.",
     ]
