@@ -125,8 +125,9 @@ class Ctx:
             event = self.event = threading.Event()
         return event
 
+
 class RunCore:
-    """One execution of one scenario."""
+    """One execution of one scenario: state, waits and checks (the handlers are subclasses')."""
 
     def __init__(self, scenario: m.Scenario, adapter: Adapter, monitor: ContractMonitor,
                  status_map: dict[int, int] | None) -> None:
