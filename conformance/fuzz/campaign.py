@@ -207,7 +207,7 @@ def _failure(
         seed=seed,
         blob=blob,
         controlled=run.controlled,
-        package=config.package,
+        package=run.package,
     )
     path = write_scenario(doc, emit) if emit is not None else None
     return Failure(finding.requirement, finding.message, seed, blob, steps, doc, path, at)

@@ -19,6 +19,7 @@ class Run:
     finding: Any = None  # the ContractFinding that ended the run, if any
     final: bool = False  # Hypothesis' final replay (the minimal failing example)
     controlled: bool = False  # the implementation let the machine decide completion order
+    package: str = "Sim"  # the security package the programs used
 
 
 @dataclass
