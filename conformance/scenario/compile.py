@@ -230,7 +230,8 @@ def _leg(client: bool) -> Any:
         req = const.flags_value(v.get("req", []), const.ISC_REQ if client else const.ASC_REQ)
         output = _Compiler.output_spec(v.get("output")) if "output" in v else m.OutputSpec()
         args = m.Handshake1(client, ctx, cred, context, v.get("target") if client else None, req, spec, output,
-                            token, int(v.get("reserved1", 0)), int(v.get("reserved2", 0)))
+                            token, int(v.get("reserved1", 0)), int(v.get("reserved2", 0)),
+                            data_rep_value(v.get("data_rep", 0)))
         name = "initialize" if client else "accept"
         return args, f"{name} {v.get('context')} on {v['ctx']}", _op_expect(raw)
     return build
@@ -277,14 +278,39 @@ def _sleep(c: _Compiler, v: Any, p: tuple[Any, ...], raw: dict[str, Any], pkg: s
     return m.Sleep(int(v)), f"sleep {v} ms", None
 
 
+# TargetDataRep words (OQ-19); an integer passes through.
+DATA_REP = {"native": const.SECURITY_NATIVE_DREP, "network": const.SECURITY_NETWORK_DREP}
+
+
+def data_rep_value(raw: Any) -> int:
+    return DATA_REP[raw] if isinstance(raw, str) else int(raw)
+
+
+def _payload(data: Any) -> bytes:
+    """``data:`` of encrypt / ``send_after``: text, ``{hex: ..}`` or ``{size: N}`` (bytes 0, 1, 2, ...)."""
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if "hex" in data:
+        return bytes.fromhex(data["hex"])
+    return bytes(i & 0xFF for i in range(int(data["size"])))
+
+
 def _side(c: _Compiler, v: dict[str, Any], p: tuple[Any, ...], client: bool) -> m.Side:
     ctx = str(c.use(v["ctx"], "ctx", (*p, "ctx")))
     cred = c.use(v.get("cred"), "cred", (*p, "cred"))
     context = str(c.maybe_bind(v["context"], "context", (*p, "context")))
     token = c.maybe_bind(v.get("token"), "token", (*p, "token")) if "token" in v else None
+    rest = c.bind(v["rest"], "token", (*p, "rest")) if "rest" in v else None
     req = const.flags_value(v.get("req", []), const.ISC_REQ if client else const.ASC_REQ)
     output = _Compiler.output_spec(v.get("output")) if "output" in v else m.OutputSpec()
-    return m.Side(ctx, cred, context, v.get("target") if client else None, req, output, token)
+    alert_raw = v.get("alert")
+    alert: tuple[int, int] | str | None = (int(alert_raw[0]), int(alert_raw[1])) if isinstance(alert_raw, list) \
+        else alert_raw
+    final = c.outputs(v.get("final"), "ISC_RET" if client else "ASC_RET")
+    send_after = _payload(v["send_after"]) if "send_after" in v else None
+    return m.Side(ctx, cred, context, v.get("target") if client else None, req, output, token, rest, send_after,
+                  alert, final, data_rep_value(v.get("data_rep", 0)),
+                  status_set(v["expect"]) if "expect" in v else None)
 
 
 def _handshake(c: _Compiler, v: Any, p: tuple[Any, ...], raw: dict[str, Any], pkg: str, needs: set[str]) -> Any:
@@ -293,7 +319,18 @@ def _handshake(c: _Compiler, v: Any, p: tuple[Any, ...], raw: dict[str, Any], pk
     if client.ctx == server.ctx:
         raise c.error((*p, "server", "ctx"), "client and server need two different async contexts")
     legs = tuple(status_set(x) for x in v["legs"]) if "legs" in v else None
-    args = m.Handshake(client, server, v.get("reuse", "reinit"), int(v.get("max_legs", 12)), legs)
+    raw_delivery: Any = v.get("delivery", "whole")
+    delivery, chunk = str(raw_delivery), 0
+    if isinstance(raw_delivery, dict):
+        delivery, chunk = "chunk", int(raw_delivery["chunk"])
+    elif raw_delivery == "byte-by-byte":
+        delivery, chunk = "chunk", 1
+    if delivery != "whole" or client.send_after is not None or server.send_after is not None:
+        needs.add("stream")
+    retry = "client_certificate_retry" in v
+    retry_cred = c.use(v["client_certificate_retry"], "cred", (*p, "client_certificate_retry")) if retry else None
+    args = m.Handshake(client, server, v.get("reuse", "reinit"), int(v.get("max_legs", 12)), legs, delivery, chunk,
+                       retry, retry_cred, v.get("expect_incomplete"), v.get("expect_extra"))
     return args, f"handshake {client.context} <-> {server.context}", _op_expect(raw)
 
 
@@ -303,13 +340,7 @@ def _query(c: _Compiler, v: Any, p: tuple[Any, ...], raw: dict[str, Any], pkg: s
 
 def _encrypt(c: _Compiler, v: Any, p: tuple[Any, ...], raw: dict[str, Any], pkg: str, needs: set[str]) -> Any:
     context = c.use(v["context"], "context", (*p, "context"))
-    data = v["data"]
-    if isinstance(data, str):
-        payload = data.encode("utf-8")
-    elif "hex" in data:
-        payload = bytes.fromhex(data["hex"])
-    else:
-        payload = bytes(i & 0xFF for i in range(int(data["size"])))
+    payload = _payload(v["data"])
     record = c.bind(v["record"], "token", (*p, "record")) if "record" in v else None
     return m.Encrypt(context, payload, record), f"encrypt {len(payload)} bytes", _op_expect(raw)
 
@@ -318,7 +349,14 @@ def _decrypt(c: _Compiler, v: Any, p: tuple[Any, ...], raw: dict[str, Any], pkg:
     context = c.use(v["context"], "context", (*p, "context"))
     spec = c.token_spec(v["input"], (*p, "input"))
     plain = v["plaintext"].encode("utf-8") if "plaintext" in v else None
-    return m.Decrypt(context, spec, plain), "decrypt", _op_expect(raw)
+    data = c.bind(v["data"], "token", (*p, "data")) if "data" in v else None
+    extra = c.bind(v["extra"], "token", (*p, "extra")) if "extra" in v else None
+    return m.Decrypt(context, spec, plain, data, extra), "decrypt", _op_expect(raw)
+
+
+def _complete_auth(c: _Compiler, v: Any, p: tuple[Any, ...], raw: dict[str, Any], pkg: str, needs: set[str]) -> Any:
+    context = c.use(v["context"], "context", (*p, "context"))
+    return m.CompleteAuthToken(context), f"complete_auth_token {v['context']}", _op_expect(raw)
 
 
 def _shutdown(c: _Compiler, v: Any, p: tuple[Any, ...], raw: dict[str, Any], pkg: str, needs: set[str]) -> Any:
@@ -350,6 +388,7 @@ _BUILDERS: dict[str, Any] = {
     "encrypt": _encrypt,
     "decrypt": _decrypt,
     "shutdown": _shutdown,
+    "complete_auth_token": _complete_auth,
 }
 
 

@@ -128,6 +128,7 @@ class Handshake1:
     token: str | None
     reserved1: int = 0
     reserved2: int = 0
+    data_rep: int = 0  # TargetDataRep (OQ-19: Schannel ignores it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +185,12 @@ class Side:
     req: int
     output: OutputSpec
     token: str | None
+    rest: str | None = None  # token bound to the bytes left for this side's DecryptMessage
+    send_after: bytes | None = None  # EncryptMessage'd right after this side's final leg
+    alert: tuple[int, int] | str | None = None  # expected ALERT output: (level, code), "none", or unchecked
+    final: OutputChecks | None = None  # checked against this side's last leg
+    data_rep: int = 0
+    expect: StatusSet | None = None  # this side's final status (default: the step's expect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +200,12 @@ class Handshake:
     reuse: str = "reinit"
     max_legs: int = 12
     legs: tuple[StatusSet, ...] | None = None
+    delivery: str = "whole"  # whole | chunk | coalesced (byte-by-byte is chunk 1)
+    chunk: int = 0
+    retry: bool = False  # SEC_I_INCOMPLETE_CREDENTIALS is answered (client_certificate_retry given)
+    retry_cred: str | None = None
+    expect_incomplete: bool | int | None = None  # SEC_E_INCOMPLETE_MESSAGE legs: some / exactly N
+    expect_extra: bool | int | None = None  # legs that returned SECBUFFER_EXTRA: some / exactly N
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +225,13 @@ class Decrypt:
     context: str | None
     input: TokenSpec | None
     plaintext: bytes | None
+    data: str | None = None  # token bound to the DATA buffer (e.g. a post-handshake message, MSG-9)
+    extra: str | None = None  # token bound to the last EXTRA-count bytes of the input
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteAuthToken:
+    context: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +242,7 @@ class Shutdown:
 StepArgs = (
     Create | SetCallback | CtxOnly | Acquire | Handshake1 | DeleteContext | FreeCredentials | Wait
     | ExpectNoCallback | Complete | Mode | InjectFault | Sleep | Handshake | QuerySizes | Encrypt | Decrypt
-    | Shutdown
+    | Shutdown | CompleteAuthToken
 )
 
 

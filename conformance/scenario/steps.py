@@ -115,10 +115,11 @@ class Run(CompositeSteps):
             def call(handle: Any) -> int:
                 return api.initialize_security_context_async(
                     handle, cred, context, args.target, req, input, outputs,
-                    reserved1=args.reserved1, reserved2=args.reserved2)
+                    reserved1=args.reserved1, reserved2=args.reserved2, target_data_rep=args.data_rep)
         else:
             def call(handle: Any) -> int:
-                return api.accept_security_context_async(handle, cred, context, input, req, outputs)
+                return api.accept_security_context_async(handle, cred, context, input, req, outputs,
+                                                         target_data_rep=args.data_rep)
         self.queue(step, args.ctx, call, Pending(step, "leg", outputs, input, args.context, args.token))
 
     def do_delete_context(self, step: m.Step) -> None:
@@ -218,4 +219,5 @@ HANDLERS: dict[str, Callable[[Any, m.Step], None]] = {
     "encrypt": Run.do_encrypt,
     "decrypt": Run.do_decrypt,
     "shutdown": Run.do_shutdown,
+    "complete_auth_token": Run.do_complete_auth_token,
 }
