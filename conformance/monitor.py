@@ -1019,6 +1019,7 @@ class ContractMonitor(Adapter):
         caller_error: tuple[str, str] | None = None,
     ) -> int:
         lock = self._lock
+        suspect = 0
         conc = self._concurrent
         if conc:
             lock.acquire()
@@ -1119,14 +1120,40 @@ class ContractMonitor(Adapter):
                 if call[_CALLBACKS]:
                     self._flag("OQ-5", f"{op} on {sh.label} failed to queue ({st.describe(result)}) but its "
                                "callback ran", _IMPL, op, rseq)
-                elif (rule.accept and event is _E_QUEUE and sh.reinit_since_reg
+                elif (rule.accept and event is _E_QUEUE and sh.reinit_since_reg and caller_error is None
                       and result == st.SEC_E_INVALID_PARAMETER):
-                    self._flag("NOTIFY-7", f"{op} on {sh.label} was refused as if no callback were registered; "
-                               "the registration must survive SspiReinitAsyncContext", _IMPL, op, rseq)
+                    # What a lost registration looks like (OQ-6); judged below, outside the lock.
+                    suspect = rseq
         finally:
             if conc:
                 lock.release()
+        if suspect:
+            assert sh is not None
+            self._judge_refusal_after_reinit(sh, op, suspect)
         return result
+
+    def _judge_refusal_after_reinit(self, sh: _Shadow, op: str, seq: int) -> None:
+        """A queue refused with SEC_E_INVALID_PARAMETER after a reinit, the call itself legal as far
+        as the monitor can see: a lost registration (NOTIFY-7) is refused that way, but so is a bad
+        parameter the monitor does not model (a security context busy on another async context,
+        CALL-6; a package's own checks).  The refusal alone is no evidence, so ask the implementation
+        whether a callback is registered: only False confirms the loss.  Without RequiresNotify
+        (GEN-7) the refusal is all there is, and it is judged as a loss."""
+        try:
+            registered: bool | None = bool(self.inner.async_context_requires_notify(sh.handle))
+        except Unsupported:
+            registered = None
+        except Exception as exc:  # the probe crashed: no conclusion from it
+            self._note(op, f"RequiresNotify probe after a refused queue raised {exc!r}")
+            return
+        with self._lock:
+            self._event("status", "async_context_requires_notify", sh, None,
+                        None if registered is None else int(registered), "probe: queue refused after a reinit")
+            if registered:
+                return  # the registration is there: the refusal was about the call's parameters
+            self._flag("NOTIFY-7", f"{op} on {sh.label} was refused as if no callback were registered"
+                       f"{'' if registered is None else ' (RequiresNotify agrees)'}; the registration must "
+                       "survive SspiReinitAsyncContext", _IMPL, op, seq)
 
     def _accepted(self, sh: _Shadow, call: _Call, rule: Rule, seq: int) -> None:
         sh.last_queue_failed = False

@@ -316,3 +316,74 @@ def test_final_status_before_callback_allows_reinit_either_way() -> None:
     monitor.finish()
     assert implementation_ids(monitor) == set()
     assert monitor.callback_count(ctx) == 1
+
+
+# ---- a refusal after a reinit is not, by itself, a lost registration (NOTIFY-7) ---------------------
+
+
+def _reinit_then(monitor: ContractMonitor, queue: Any) -> int:
+    """Register, run one call to completion, reinit, then queue again with ``queue(ctx)``."""
+    ctx = monitor.create_async_context()
+    monitor.set_async_notify_callback(ctx, _noop, None)
+    out = CallOutputs()
+    assert monitor.acquire_credentials_handle_async(ctx, None, "Sim", OUT, None, out) == st.SEC_E_OK
+    assert monitor.control is not None and monitor.control.complete(ctx)
+    assert monitor.get_async_call_status(ctx) == st.SEC_E_OK
+    assert st.nt_success(monitor.reinit_async_context(ctx))
+    result: int = queue(ctx)
+    return result
+
+
+@pytest.mark.parametrize("reserved", [{"reserved1": 1}, {"reserved2": 1}])
+def test_reserved_parameters_refused_after_reinit_are_not_a_lost_callback(
+    deferred: ContractMonitor, reserved: dict[str, int]
+) -> None:
+    """CALL-20: refusing a non-zero Reserved1/Reserved2 is right, whatever the context went through."""
+    result = _reinit_then(deferred, lambda ctx: deferred.initialize_security_context_async(
+        ctx, None, None, "server.test", 0, None, CallOutputs(), **reserved))
+    assert result == st.SEC_E_INVALID_PARAMETER
+    assert implementation_ids(deferred) == set()
+    assert "CALL-20" in {v.requirement for v in deferred.violations() if v.party == "caller"}
+
+
+class _RefusesUnknownTargets(SimulatorAdapter):
+    """A correct implementation with a parameter check the monitor does not model."""
+
+    def initialize_security_context_async(self, ctx: Any, credential: Any, context: Any, target: Any,
+                                          *args: Any, **kwargs: Any) -> int:
+        if target == "unknown.test":
+            return st.SEC_E_INVALID_PARAMETER
+        return super().initialize_security_context_async(ctx, credential, context, target, *args, **kwargs)
+
+
+def test_unmodelled_parameter_refusal_after_reinit_is_not_a_lost_callback() -> None:
+    monitor = ContractMonitor(_RefusesUnknownTargets(completion="deferred"))
+    result = _reinit_then(monitor, lambda ctx: monitor.initialize_security_context_async(
+        ctx, None, None, "unknown.test", 0, None, CallOutputs()))
+    assert result == st.SEC_E_INVALID_PARAMETER
+    assert implementation_ids(monitor) == set()
+    assert any("probe" in e.detail for e in monitor.trace)  # RequiresNotify was asked, said True
+
+
+class _DropsCallbackOnReinit(SimulatorAdapter):
+    def reinit_async_context(self, ctx: Handle | None) -> int:
+        result = super().reinit_async_context(ctx)
+        if type(ctx) is AsyncContext:
+            ctx.callback = ctx.data = None
+        return result
+
+
+class _DropsCallbackNoRequiresNotify(_DropsCallbackOnReinit):
+    def async_context_requires_notify(self, ctx: Handle | None) -> bool:
+        raise Unsupported("SspiAsyncContextRequiresNotify (GEN-7)")
+
+
+@pytest.mark.parametrize("cls", [_DropsCallbackOnReinit, _DropsCallbackNoRequiresNotify])
+def test_a_lost_registration_is_still_flagged(cls: type[SimulatorAdapter]) -> None:
+    """The same refusal from an implementation that did lose the registration: NOTIFY-7, confirmed
+    by RequiresNotify when it exists, on the refusal alone when it does not."""
+    monitor = ContractMonitor(cls(completion="deferred"))
+    result = _reinit_then(monitor, lambda ctx: monitor.initialize_security_context_async(
+        ctx, None, None, "server.test", 0, None, CallOutputs()))
+    assert result == st.SEC_E_INVALID_PARAMETER
+    assert implementation_ids(monitor) == {"NOTIFY-7"}
