@@ -28,7 +28,7 @@ from conformance.fuzz.findings import ContractFinding
 from conformance.fuzz.machine import build_machine
 
 DEFAULT_DATABASE = ".hypothesis"
-CHUNK_EXAMPLES = 100
+CHUNK_EXAMPLES = 50
 
 
 @dataclass
@@ -124,9 +124,9 @@ def run_campaign(
             break
         config = FuzzConfig(adapter=adapter, options=dict(options or {}), ignore=frozenset(ignore),
                             threaded=threaded)
-        # Chunks sized from the pace so far, so the campaign ends close to its time budget.
-        pace = spent / result.examples if result.examples else 0.1
-        size = max(5, min(CHUNK_EXAMPLES, int((seconds - spent) / max(pace, 1e-4)) + 1))
+        # Growing chunks (10, 20, 40, 50, 50...): the budget is checked often early on, and the
+        # schedule does not depend on timing, so a seed always replays the same programs.
+        size = min(CHUNK_EXAMPLES, 10 * 2**chunk)
         if left is not None:
             size = min(size, left)
         chunk_seed = seed * 1_000_003 + chunk
