@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,6 +49,61 @@ from adapters.native.library import SspiLibrary, load
 # Written into ptsExpiry before the call; still there afterwards means "not written".
 _EXPIRY_SENTINEL = -0x5A5A5A5A5A5A5A5B
 AUTH_KEYS = frozenset({"username", "password", "domain"})
+_AUTH_SHAPES = AUTH_KEYS | {"accounts"}
+_M32 = 0xFFFFFFFF
+_ACH = "acquire_credentials_handle_async"
+_ISC = "initialize_security_context_async"
+_ASC = "accept_security_context_async"
+_DEL = "delete_security_context_async"
+_FREE = "free_credentials_handle_async"
+_ISC_ALLOCATE = ISC_REQ["ALLOCATE_MEMORY"]
+_ASC_ALLOCATE = ASC_REQ["ALLOCATE_MEMORY"]
+
+
+class _Out(ctypes.Structure):
+    """The scalar out-parameters of one call, in one block of memory."""
+
+    _fields_ = [("handle", ffi.SecHandle), ("attr", ffi.ULONG), ("expiry", ffi.TimeStamp)]
+
+
+_OUT = struct.Struct("@NNIq")  # handle (two ULONG_PTR), *pfContextAttr, *ptsExpiry
+assert _OUT.size == ctypes.sizeof(_Out) and _Out.expiry.offset == _OUT.size - 8, "_Out layout differs from '@NNIq'"
+_OUT_INITIAL = _OUT.pack(0, 0, 0, _EXPIRY_SENTINEL)
+
+
+class _Scratch:
+    """phNewContext/phCredential, pfContextAttr and ptsExpiry for one call, with their
+    ``byref`` arguments built once: reset with one slice assignment and read with one
+    ``struct`` unpack.  Pooled (a list; pop/append are atomic under the GIL), so
+    concurrent worker threads never share one."""
+
+    __slots__ = ("attr", "attr_ref", "expiry", "expiry_ref", "handle", "handle_ref", "store")
+
+    def __init__(self) -> None:
+        self.store = bytearray(_OUT_INITIAL)
+        self.handle = ffi.SecHandle.from_buffer(self.store, _Out.handle.offset)
+        self.attr = ffi.ULONG.from_buffer(self.store, _Out.attr.offset)
+        self.expiry = ffi.TimeStamp.from_buffer(self.store, _Out.expiry.offset)
+        self.handle_ref = ctypes.byref(self.handle)
+        self.attr_ref = ctypes.byref(self.attr)
+        self.expiry_ref = ctypes.byref(self.expiry)
+
+
+_SCRATCH: list[_Scratch] = []
+
+
+def _take_scratch() -> _Scratch:
+    try:
+        scratch = _SCRATCH.pop()
+    except IndexError:
+        return _Scratch()
+    scratch.store[:] = _OUT_INITIAL
+    return scratch
+
+
+def _prepared(function: Callable[..., int], arguments: tuple[Any, ...]) -> tuple[Callable[..., int], tuple[Any, ...]]:
+    """The queue-time step of a call with no handle accounting: the job as given."""
+    return function, arguments
 _IDENTITY_CACHE = 64
 PROBE_PACKAGES = ("Negotiate", "NTLM", "Kerberos")
 
@@ -63,9 +119,9 @@ def _auth_fields(auth_data: Mapping[str, Any] | None) -> tuple[str | None, str |
     """
     if auth_data is None:
         return None
-    unknown = set(auth_data) - AUTH_KEYS - {"accounts"}
-    if unknown:
-        raise Unsupported(f"auth_data keys {sorted(unknown)} (native maps only {sorted(AUTH_KEYS | {'accounts'})})")
+    if not auth_data.keys() <= _AUTH_SHAPES:
+        unknown = set(auth_data) - _AUTH_SHAPES
+        raise Unsupported(f"auth_data keys {sorted(unknown)} (native maps only {sorted(_AUTH_SHAPES)})")
     source: Mapping[str, Any] = auth_data
     if "username" not in auth_data and "accounts" in auth_data:
         accounts = auth_data["accounts"]
@@ -76,11 +132,12 @@ def _auth_fields(auth_data: Mapping[str, Any] | None) -> tuple[str | None, str |
         if extra:
             raise Unsupported(f"auth_data account keys {sorted(extra)} (native maps only {sorted(AUTH_KEYS)})")
 
-    def text(key: str) -> str | None:
-        value = source.get(key)
-        return None if value is None else str(value)
-
-    return text("username"), text("domain"), text("password")
+    user, domain, password = source.get("username"), source.get("domain"), source.get("password")
+    return (
+        None if user is None else str(user),
+        None if domain is None else str(domain),
+        None if password is None else str(password),
+    )
 
 
 def _identity(fields: tuple[str | None, str | None, str | None]) -> ffi.SEC_WINNT_AUTH_IDENTITY_W:
@@ -135,7 +192,17 @@ class NativeAdapter(Adapter):
         self._credentials: set[NativeCredential] = set()
         self._contexts: dict[int, NativeContext] = {}  # keyed by dwLower
         self._capabilities: Capabilities | None = None
-        self._identities: dict[tuple[str | None, str | None, str | None], ffi.SEC_WINNT_AUTH_IDENTITY_W] = {}
+        # (user, domain, password) -> byref(SEC_WINNT_AUTH_IDENTITY_W); the byref keeps the
+        # structure, and the structure its UTF-16 arrays, alive.
+        self._identities: dict[tuple[str | None, str | None, str | None], Any] = {}
+        self._id = id(self)
+        self._concurrent = not self._engine.inline  # worker threads exist: lock shared state
+        # The library's entry points, looked up per call in this same dict, so a test that
+        # swaps one (lib.functions[name] = fake) is honoured.
+        self._fns = self.lib.functions
+        # The two hottest async-context calls go straight to the engine (no extra frame).
+        self.reinit_async_context = self._engine.reinit  # type: ignore[method-assign,assignment]
+        self.get_async_call_status = self._engine.status  # type: ignore[method-assign,assignment]
 
     # ---- introspection ------------------------------------------------------------------
     def capabilities(self) -> Capabilities:
@@ -174,13 +241,16 @@ class NativeAdapter(Adapter):
         return found
 
     def diagnostics(self) -> list[Violation]:
-        with self._lock:
-            drained, self._violations[:] = list(self._violations), []
+        # Lock-free drain: reports are appended without a lock (list.append is atomic), so
+        # take exactly the entries present now; any appended meanwhile stay for next time.
+        violations = self._violations
+        count = len(violations)
+        drained = violations[:count]
+        del violations[:count]
         return drained
 
     def _report(self, requirement: str, message: str, party: str, call: str) -> None:
-        with self._lock:
-            self._violations.append(Violation(requirement, message, party, call))
+        self._violations.append(Violation(requirement, message, party, call))
 
     def close(self) -> None:
         if self._engine.closed:
@@ -196,11 +266,11 @@ class NativeAdapter(Adapter):
         # Report, then release them so a long run does not grow the library's heap.
         for context in contexts:
             self._report("CALL-26", f"{context!r} was never deleted", "caller", "close")
-            self.lib.call("DeleteSecurityContext", ctypes.byref(context.c_handle()))
+            self.lib.call("DeleteSecurityContext", context.ref)
             context.deleted = True
         for credential in credentials:
             self._report("CALL-13", f"{credential!r} was never freed", "caller", "close")
-            self.lib.call("FreeCredentialsHandle", ctypes.byref(credential.c_handle()))
+            self.lib.call("FreeCredentialsHandle", credential.ref)
             credential.freed = True
 
     # ---- async context management (D.2) --------------------------------------------------
@@ -222,28 +292,28 @@ class NativeAdapter(Adapter):
     def get_async_call_status(self, ctx: Handle | None) -> int:
         return self._engine.status(ctx)
 
-    # ---- handle resolution (called under the lock, at queue time) --------------------------
-    def _credential_handle(self, credential: Any, call: str, *, freeing: bool = False) -> ffi.SecHandle | None:
+    # ---- handle resolution (at queue time; returns the PSecHandle argument) ----------------
+    def _credential_ref(self, credential: Any, call: str, freeing: bool = False) -> Any:
         if credential is None:
             return None
-        if isinstance(credential, NativeCredential) and credential.owner == id(self):
+        if type(credential) is NativeCredential and credential.owner == self._id:
             if credential.freed:
                 what = "double free of" if freeing else "use of freed"
                 self._report("CALL-13", f"{what} {credential!r}", "caller", call)
-            return credential.c_handle()
-        return self._foreign(credential, call)
+            return credential.ref
+        return ctypes.byref(self._foreign(credential, call))
 
-    def _context_handle(self, context: Any, call: str, *, deleting: bool = False) -> ffi.SecHandle | None:
+    def _context_ref(self, context: Any, call: str, deleting: bool = False) -> Any:
         if context is None:
             return None
-        if isinstance(context, NativeContext) and context.owner == id(self):
+        if type(context) is NativeContext and context.owner == self._id:
             if context.deleted:
                 what = "double delete of" if deleting else "use after delete of"
                 self._report("CALL-26", f"{what} {context!r}", "caller", call)
             if context.busy:
                 self._report("CALL-6", f"{context!r} already has a call outstanding", "caller", call)
-            return context.c_handle()
-        return self._foreign(context, call)
+            return context.ref
+        return ctypes.byref(self._foreign(context, call))
 
     def _foreign(self, value: Any, call: str) -> ffi.SecHandle:
         """A handle the adapter did not mint: forged values go to the library verbatim."""
@@ -265,21 +335,25 @@ class NativeAdapter(Adapter):
         for overrun in found:
             self._report("SCH-8", overrun.describe(role), "implementation", call)
 
-    def _identity(self, fields: tuple[str | None, str | None, str | None]) -> ffi.SEC_WINNT_AUTH_IDENTITY_W:
-        """The identity structure for (user, domain, password), built once and reused:
-        pAuthData is an input the library only reads, and building it costs more than the
-        library's own ACH.  Bounded, so a fuzzing run with ever-new identities stays flat."""
-        identity = self._identities.get(fields)
-        if identity is None:
+    def _identity_ref(self, fields: tuple[str | None, str | None, str | None]) -> Any:
+        """``byref`` to the identity structure for (user, domain, password), built once and
+        reused: pAuthData is an input the library only reads, and building it costs more
+        than the library's own ACH.  Bounded, so a fuzzing run with ever-new identities
+        stays flat."""
+        ref = self._identities.get(fields)
+        if ref is None:
             if len(self._identities) >= _IDENTITY_CACHE:
                 self._identities.clear()
-            identity = self._identities[fields] = _identity(fields)
-        return identity
+            ref = self._identities[fields] = ctypes.byref(_identity(fields))
+        return ref
 
     def _free_buffer(self, address: int) -> int:
         return self.lib.call("FreeContextBuffer", ctypes.c_void_p(address))
 
     # ---- async operations (D.3) ----------------------------------------------------------------
+    # Each operation queues (prepare, arguments) on the engine.  ``prepare`` runs only once
+    # the queue is accepted, does the queue-time handle accounting and returns the job
+    # (function, arguments) that runs the synchronous twin (GEN-5) at execution time.
     def acquire_credentials_handle_async(
         self,
         ctx: Handle | None,
@@ -289,136 +363,131 @@ class NativeAdapter(Adapter):
         auth_data: Mapping[str, Any] | None,
         outputs: CallOutputs,
     ) -> int:
-        call = "acquire_credentials_handle_async"
         fields = _auth_fields(auth_data)  # validated now: a bad shape is Unsupported, not queued
-        package_name = package
+        job = (principal, package, credential_use & _M32, fields, outputs)
+        return self._engine.queue(ctx, _ACH, _prepared, (self._run_acquire, job))
 
-        def prepare() -> Callable[[], int]:
-            def job() -> int:
-                principal_w = ffi.wide_cached(principal) if principal is not None else None
-                package_w = ffi.wide_cached(package_name) if package_name is not None else None
-                identity = self._identity(fields) if fields is not None else None
-                handle = ffi.SecHandle(0, 0)
-                expiry = ffi.TimeStamp(_EXPIRY_SENTINEL)
-                status = self.lib.call(
-                    "AcquireCredentialsHandleW",
-                    principal_w, package_w, credential_use & 0xFFFFFFFF, None,
-                    ctypes.byref(identity) if identity is not None else None,
-                    None, None, ctypes.byref(handle), ctypes.byref(expiry),
-                )
-                credential = None
-                if status == st.SEC_E_OK or handle.dwLower or handle.dwUpper:
-                    credential = NativeCredential(handle.dwLower, handle.dwUpper, package_name, id(self))
-                    with self._lock:
-                        self._credentials.add(credential)
-                outputs.credential = credential
-                outputs.expiry = None if expiry.value == _EXPIRY_SENTINEL else expiry.value
-                outputs.written = True
-                return status
-
-            return job
-
-        return self._engine.queue(ctx, call, prepare)
-
-    def _step(
-        self,
-        call: str,
-        ctx: Handle | None,
-        credential: Handle | None,
-        context: Handle | None,
-        input: list[SecBuffer] | None,
-        outputs: CallOutputs,
-        allocate: bool,
-        invoke: Callable[[Any, Any, Any, Any, Any, Any, Any], int],
+    def _run_acquire(
+        self, principal: str | None, package: str | None, use: int,
+        fields: tuple[str | None, str | None, str | None] | None, outputs: CallOutputs,
     ) -> int:
-        """Shared ISC/ASC queueing: ``invoke(cred, ctxt, pInput, phNewContext, pOutput,
-        pfContextAttr, ptsExpiry)`` performs the C call."""
+        principal_w = ffi.wide_cached(principal) if principal is not None else None
+        package_w = ffi.wide_cached(package) if package is not None else None
+        identity = self._identity_ref(fields) if fields is not None else None
+        scratch = _take_scratch()
+        status: int = self._fns["AcquireCredentialsHandleW"](  # type: ignore[misc]
+            principal_w, package_w, use, None, identity, None, None, scratch.handle_ref, scratch.expiry_ref
+        ) & _M32
+        lower, upper, _attr, expiry = _OUT.unpack_from(scratch.store)
+        _SCRATCH.append(scratch)
+        credential = None
+        if status == st.SEC_E_OK or lower or upper:
+            credential = NativeCredential(lower, upper, package or "", self._id)
+            self._credentials.add(credential)  # a set add is atomic; close() copies under the lock
+        outputs.credential = credential
+        outputs.expiry = None if expiry == _EXPIRY_SENTINEL else expiry
+        outputs.written = True
+        return status
 
-        def prepare() -> Callable[[], int]:
-            cred_handle = self._credential_handle(credential, call)
-            ctxt_handle = self._context_handle(context, call)
-            own_context = context if isinstance(context, NativeContext) and context.owner == id(self) else None
-            own_credential = (
-                credential if isinstance(credential, NativeCredential) and credential.owner == id(self) else None
-            )
-            if own_context is not None:
-                own_context.busy += 1
-
-            def job() -> int:
-                try:
-                    return self._run_step(
-                        call, cred_handle, ctxt_handle, own_context, own_credential, input, outputs, allocate, invoke
-                    )
-                finally:
-                    if own_context is not None:
-                        with self._lock:
-                            own_context.busy -= 1
-
-            return job
-
-        return self._engine.queue(ctx, call, prepare)
+    def _prepare_step(
+        self, call: str, credential: Any, context: Any, input: list[SecBuffer] | None, outputs: CallOutputs,
+        allocate: bool, extra: tuple[Any, ...],
+    ) -> tuple[Callable[..., int], tuple[Any, ...]]:
+        """Queue-time part of ISC/ASC: resolve handles, report misuse, mark the context busy."""
+        cred_ref = self._credential_ref(credential, call)
+        ctxt_ref = self._context_ref(context, call)
+        own_context = context if type(context) is NativeContext and context.owner == self._id else None
+        own_credential = (
+            credential if type(credential) is NativeCredential and credential.owner == self._id else None
+        )
+        if own_context is not None:
+            own_context.busy += 1
+        return self._run_step, (call, cred_ref, ctxt_ref, own_context, own_credential, input, outputs, allocate,
+                                extra)
 
     def _run_step(
         self,
         call: str,
-        cred_handle: ffi.SecHandle | None,
-        ctxt_handle: ffi.SecHandle | None,
+        cred_ref: Any,
+        ctxt_ref: Any,
         own_context: NativeContext | None,
         own_credential: NativeCredential | None,
         input: list[SecBuffer] | None,
         outputs: CallOutputs,
         allocate: bool,
-        invoke: Callable[[Any, Any, Any, Any, Any, Any, Any], int],
+        extra: tuple[Any, ...],
     ) -> int:
-        in_desc = CBufferDesc(input, guard=self.guard) if input is not None else None
-        out_desc = None
-        if outputs.output is not None:
-            out_desc = CBufferDesc(outputs.output, allocate=allocate, guard=self.guard)
-        new_handle = ffi.SecHandle(0, 0)
-        attributes = ffi.ULONG(0)
-        expiry = ffi.TimeStamp(_EXPIRY_SENTINEL)
-        status = invoke(
-            ctypes.byref(cred_handle) if cred_handle is not None else None,
-            ctypes.byref(ctxt_handle) if ctxt_handle is not None else None,
-            in_desc.pointer() if in_desc is not None else None,
-            ctypes.byref(new_handle),
-            out_desc.pointer() if out_desc is not None else None,
-            ctypes.byref(attributes),
-            ctypes.byref(expiry),
-        )
-        if in_desc is not None:
-            self._overruns(in_desc.finish(self._free_buffer, inputs=True), "input", call)
-        if out_desc is not None:
-            self._overruns(out_desc.finish(self._free_buffer, inputs=False), "output", call)
-        if own_context is not None and ctxt_handle is not None:
-            # The library may update the handle in place (phContext is in/out in practice).
-            own_context.lower, own_context.upper = ctxt_handle.pair()
-        outputs.new_context = self._adopt(new_handle, own_context, own_credential)
-        outputs.context_attr = int(attributes.value)
-        outputs.expiry = None if expiry.value == _EXPIRY_SENTINEL else int(expiry.value)
-        outputs.written = True
-        return status
+        try:
+            guard = self.guard
+            in_desc = CBufferDesc(input, guard=guard) if input is not None else None
+            out_list = outputs.output
+            out_desc = CBufferDesc(out_list, allocate=allocate, guard=guard) if out_list is not None else None
+            scratch = _take_scratch()
+            if call is _ISC:
+                target, req, reserved1, target_data_rep, reserved2 = extra
+                status: int = self._fns["InitializeSecurityContextW"](  # type: ignore[misc]
+                    cred_ref, ctxt_ref, ffi.wide_cached(target) if target is not None else None, req, reserved1,
+                    target_data_rep, in_desc.ref if in_desc is not None else None, reserved2, scratch.handle_ref,
+                    out_desc.ref if out_desc is not None else None, scratch.attr_ref, scratch.expiry_ref,
+                ) & _M32
+            else:
+                req, target_data_rep = extra
+                status = self._fns["AcceptSecurityContext"](  # type: ignore[misc]
+                    cred_ref, ctxt_ref, in_desc.ref if in_desc is not None else None, req, target_data_rep,
+                    scratch.handle_ref, out_desc.ref if out_desc is not None else None, scratch.attr_ref,
+                    scratch.expiry_ref,
+                ) & _M32
+            lower, upper, attributes, expiry = _OUT.unpack_from(scratch.store)
+            _SCRATCH.append(scratch)
+            if in_desc is not None:
+                found = in_desc.finish(self._free_buffer, inputs=True)
+                if found:
+                    self._overruns(found, "input", call)
+            if out_desc is not None:
+                found = out_desc.finish(self._free_buffer, inputs=False)
+                if found:
+                    self._overruns(found, "output", call)
+            if own_context is not None:
+                own_context.sync()  # the library may update the handle in place (phContext is in/out)
+            outputs.new_context = self._adopt(lower, upper, own_context, own_credential)
+            outputs.context_attr = attributes
+            outputs.expiry = None if expiry == _EXPIRY_SENTINEL else expiry
+            outputs.written = True
+            return status
+        finally:
+            if own_context is not None:
+                if self._concurrent:
+                    with self._lock:
+                        own_context.busy -= 1
+                else:
+                    own_context.busy -= 1
 
     def _adopt(
-        self, written: ffi.SecHandle, current: NativeContext | None, credential: NativeCredential | None
+        self, lower: int, upper: int, current: NativeContext | None, credential: NativeCredential | None
     ) -> NativeContext | None:
         """Map what the library wrote to phNewContext onto a handle object."""
-        lower, upper = written.pair()
-        if (lower, upper) == (0, 0):
+        if not lower and not upper:
             return None
-        with self._lock:
-            if current is not None and current.lower == lower:
-                current.upper = upper
-                return current
-            known = self._contexts.get(lower)
-            if known is not None and not known.deleted:
-                known.upper = upper
-                return known
-            context = NativeContext(lower, upper, id(self), credential)
-            self._contexts[lower] = context
-            if credential is not None:
-                credential.contexts.add(context)
-            return context
+        if current is not None and current.lower == lower:
+            if current.upper != upper:
+                current.set(lower, upper)
+            return current
+        if self._concurrent:
+            with self._lock:
+                return self._adopt_new(lower, upper, credential)
+        return self._adopt_new(lower, upper, credential)
+
+    def _adopt_new(self, lower: int, upper: int, credential: NativeCredential | None) -> NativeContext:
+        known = self._contexts.get(lower)
+        if known is not None and not known.deleted:
+            if known.upper != upper:
+                known.set(lower, upper)
+            return known
+        context = NativeContext(lower, upper, self._id, credential)
+        self._contexts[lower] = context
+        if credential is not None:
+            credential.contexts.add(context)
+        return context
 
     def initialize_security_context_async(
         self,
@@ -434,17 +503,10 @@ class NativeAdapter(Adapter):
         reserved2: int = 0,
         target_data_rep: int = 0,
     ) -> int:
-        def invoke(cred: Any, ctxt: Any, p_in: Any, p_new: Any, p_out: Any, p_attr: Any, p_exp: Any) -> int:
-            target_w = ffi.wide_cached(target) if target is not None else None
-            return self.lib.call(
-                "InitializeSecurityContextW", cred, ctxt, target_w, context_req & 0xFFFFFFFF,
-                reserved1 & 0xFFFFFFFF, target_data_rep & 0xFFFFFFFF, p_in, reserved2 & 0xFFFFFFFF,
-                p_new, p_out, p_attr, p_exp,
-            )
-
-        allocate = bool(context_req & ISC_REQ["ALLOCATE_MEMORY"])
-        return self._step(
-            "initialize_security_context_async", ctx, credential, context, input, outputs, allocate, invoke
+        extra = (target, context_req & _M32, reserved1 & _M32, target_data_rep & _M32, reserved2 & _M32)
+        allocate = bool(context_req & _ISC_ALLOCATE)
+        return self._engine.queue(
+            ctx, _ISC, self._prepare_step, (_ISC, credential, context, input, outputs, allocate, extra)
         )
 
     def accept_security_context_async(
@@ -458,67 +520,62 @@ class NativeAdapter(Adapter):
         *,
         target_data_rep: int = 0,
     ) -> int:
-        def invoke(cred: Any, ctxt: Any, p_in: Any, p_new: Any, p_out: Any, p_attr: Any, p_exp: Any) -> int:
-            return self.lib.call(
-                "AcceptSecurityContext", cred, ctxt, p_in, context_req & 0xFFFFFFFF,
-                target_data_rep & 0xFFFFFFFF, p_new, p_out, p_attr, p_exp,
-            )
-
-        allocate = bool(context_req & ASC_REQ["ALLOCATE_MEMORY"])
-        return self._step("accept_security_context_async", ctx, credential, context, input, outputs, allocate, invoke)
+        allocate = bool(context_req & _ASC_ALLOCATE)
+        extra = (context_req & _M32, target_data_rep & _M32)
+        return self._engine.queue(
+            ctx, _ASC, self._prepare_step, (_ASC, credential, context, input, outputs, allocate, extra)
+        )
 
     def delete_security_context_async(self, ctx: Handle | None, context: Handle | None) -> int:
-        call = "delete_security_context_async"
+        return self._engine.queue(ctx, _DEL, self._prepare_delete, (context,), is_delete=True)
 
-        def prepare() -> Callable[[], int]:
-            handle = self._context_handle(context, call, deleting=True)
-            own = context if isinstance(context, NativeContext) and context.owner == id(self) else None
+    def _prepare_delete(self, context: Any) -> tuple[Callable[..., int], tuple[Any, ...]]:
+        ref = self._context_ref(context, _DEL, deleting=True)
+        own = context if type(context) is NativeContext and context.owner == self._id else None
+        if own is not None:
+            own.deleted = True
+            own.busy += 1
+            if self._contexts.get(own.lower) is own:
+                del self._contexts[own.lower]
+        return self._run_delete, (ref, own)
+
+    def _run_delete(self, ref: Any, own: NativeContext | None) -> int:
+        try:
+            return self._fns["DeleteSecurityContext"](ref) & _M32  # type: ignore[misc]
+        finally:
             if own is not None:
-                own.deleted = True
-                own.busy += 1
-                if self._contexts.get(own.lower) is own:
-                    del self._contexts[own.lower]
+                if self._concurrent:
+                    with self._lock:
+                        self._deleted(own)
+                else:
+                    self._deleted(own)
 
-            def job() -> int:
-                try:
-                    return self.lib.call("DeleteSecurityContext", ctypes.byref(handle) if handle is not None else None)
-                finally:
-                    if own is not None:
-                        with self._lock:
-                            own.busy -= 1
-                            if own.credential is not None:
-                                own.credential.contexts.discard(own)
-
-            return job
-
-        return self._engine.queue(ctx, call, prepare, is_delete=True)
+    @staticmethod
+    def _deleted(own: NativeContext) -> None:
+        own.busy -= 1
+        if own.credential is not None:
+            own.credential.contexts.discard(own)
 
     def free_credentials_handle_async(self, ctx: Handle | None, credential: Handle | None) -> int:
-        call = "free_credentials_handle_async"
+        return self._engine.queue(ctx, _FREE, self._prepare_free, (credential,))
 
-        def prepare() -> Callable[[], int]:
-            handle = self._credential_handle(credential, call, freeing=True)
-            own = credential if isinstance(credential, NativeCredential) and credential.owner == id(self) else None
-            if own is not None:
+    def _prepare_free(self, credential: Any) -> tuple[Callable[..., int], tuple[Any, ...]]:
+        ref = self._credential_ref(credential, _FREE, freeing=True)
+        own = credential if type(credential) is NativeCredential and credential.owner == self._id else None
+        if own is not None:
+            if own.contexts and not own.freed:
                 live = [c for c in own.contexts if not c.deleted]
-                if live and not own.freed:
+                if live:
                     self._report("CALL-28", f"{own!r} freed while {len(live)} context(s) built on it live",
-                                 "caller", call)
-                own.freed = True
-                self._credentials.discard(own)
+                                 "caller", _FREE)
+            own.freed = True
+            self._credentials.discard(own)
+        return self._run_free, (ref,)
 
-            def job() -> int:
-                return self.lib.call("FreeCredentialsHandle", ctypes.byref(handle) if handle is not None else None)
-
-            return job
-
-        return self._engine.queue(ctx, call, prepare)
+    def _run_free(self, ref: Any) -> int:
+        return self._fns["FreeCredentialsHandle"](ref) & _M32  # type: ignore[misc]
 
     # ---- synchronous calls after the handshake -------------------------------------------------
-    def _sync_context(self, context: Handle | None, call: str) -> ffi.SecHandle | None:
-        with self._lock:
-            return self._context_handle(context, call)
-
     def query_context_attributes(self, context: Handle | None, attribute: int) -> tuple[int, Any]:
         if not self.lib.has("QueryContextAttributesW"):
             raise Unsupported("QueryContextAttributesW is not exported")
@@ -529,10 +586,9 @@ class NativeAdapter(Adapter):
             value = ffi.SecPkgContext_Sizes()
         else:
             raise Unsupported(f"QueryContextAttributes attribute {attribute}")
-        handle = self._sync_context(context, "query_context_attributes")
+        handle = self._context_ref(context, "query_context_attributes")
         status = self.lib.call(
-            "QueryContextAttributesW", ctypes.byref(handle) if handle is not None else None, attribute,
-            ctypes.cast(ctypes.pointer(value), ctypes.c_void_p),
+            "QueryContextAttributesW", handle, attribute, ctypes.cast(ctypes.pointer(value), ctypes.c_void_p),
         )
         if status != st.SEC_E_OK:
             return status, None
@@ -545,40 +601,38 @@ class NativeAdapter(Adapter):
         )
 
     def _message_call(self, name: str, call: str, context: Handle | None, buffers: list[SecBuffer],
-                      invoke: Callable[[Any, Any], int]) -> int:
-        if not self.lib.has(name):
+                      *args: Any) -> int:
+        """A synchronous call ``name(phContext, *args)`` over ``buffers``; the
+        SecBufferDesc argument goes where the marker ``_DESC`` stands in ``args``."""
+        function = self._fns.get(name)
+        if function is None:
             raise Unsupported(f"{name} is not exported")
-        handle = self._sync_context(context, call)
+        handle = self._context_ref(context, call)
         desc = CBufferDesc(buffers, guard=self.guard)
-        status = invoke(ctypes.byref(handle) if handle is not None else None, desc.pointer())
-        self._overruns(desc.finish(self._free_buffer, inputs=False), "message", call)
+        status: int = function(handle, *[desc.ref if a is _DESC else a for a in args]) & _M32
+        found = desc.finish(self._free_buffer, inputs=False)
+        if found:
+            self._overruns(found, "message", call)
         return status
 
     def encrypt_message(self, context: Handle | None, qop: int, buffers: list[SecBuffer], seqno: int = 0) -> int:
-        return self._message_call(
-            "EncryptMessage", "encrypt_message", context, buffers,
-            lambda h, d: self.lib.call("EncryptMessage", h, qop & 0xFFFFFFFF, d, seqno & 0xFFFFFFFF),
-        )
+        return self._message_call("EncryptMessage", "encrypt_message", context, buffers, qop & _M32, _DESC,
+                                  seqno & _M32)
 
     def decrypt_message(self, context: Handle | None, buffers: list[SecBuffer], seqno: int = 0) -> tuple[int, int]:
         qop = ffi.ULONG(0)
-        status = self._message_call(
-            "DecryptMessage", "decrypt_message", context, buffers,
-            lambda h, d: self.lib.call("DecryptMessage", h, d, seqno & 0xFFFFFFFF, ctypes.byref(qop)),
-        )
+        status = self._message_call("DecryptMessage", "decrypt_message", context, buffers, _DESC, seqno & _M32,
+                                    ctypes.byref(qop))
         return status, int(qop.value)
 
     def complete_auth_token(self, context: Handle | None, buffers: list[SecBuffer]) -> int:
         """CompleteAuthToken -- not part of the async contract (no async twin exists), but
         sspi-rs' NTLM server answers SEC_I_COMPLETE_NEEDED (allowed by CALL-17) and checks
         the password only here, so callers need it to finish such a handshake."""
-        return self._message_call(
-            "CompleteAuthToken", "complete_auth_token", context, buffers,
-            lambda h, d: self.lib.call("CompleteAuthToken", h, d),
-        )
+        return self._message_call("CompleteAuthToken", "complete_auth_token", context, buffers, _DESC)
 
     def apply_control_token(self, context: Handle | None, buffers: list[SecBuffer]) -> int:
-        return self._message_call(
-            "ApplyControlToken", "apply_control_token", context, buffers,
-            lambda h, d: self.lib.call("ApplyControlToken", h, d),
-        )
+        return self._message_call("ApplyControlToken", "apply_control_token", context, buffers, _DESC)
+
+
+_DESC = object()  # marks where _message_call puts the SecBufferDesc argument

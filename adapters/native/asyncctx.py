@@ -25,12 +25,27 @@ from typing import Any
 
 from adapters import status as st
 from adapters.api import AdapterError, Violation
-from adapters.async_state import TABLE, Event, Party, Rule, State, queue_event
+from adapters.async_state import TABLE, Event, Party, Rule, State
 from adapters.native.handles import NativeAsyncContext
 
-Job = Callable[[], int]
+Job = tuple[Callable[..., int], tuple[Any, ...]]  # (function, arguments): no closure per call
+Prepare = Callable[..., Job]
 COMPLETIONS = ("threaded", "inline")
-_Work = tuple[NativeAsyncContext, str, Job]
+_Work = tuple[NativeAsyncContext, str, Callable[..., int], tuple[Any, ...]]
+_PENDING = st.SEC_I_ASYNC_CALL_PENDING
+_ZOMBIE, _FREED, _PN = State.ZOMBIE, State.FREED, State.PENDING_NOTIFY
+
+
+def _column(event: Event) -> dict[State, Rule]:
+    """One event's rules by state: the table sliced for a cheap lookup on the hot path
+    (as the simulator does)."""
+    return {state: TABLE[state, event] for state in State}
+
+
+_ON_QUEUE, _ON_QUEUE_SD, _ON_QUEUE_S = _column(Event.QUEUE), _column(Event.QUEUE_SILENT_DELETE), _column(
+    Event.QUEUE_SILENT
+)
+_ON_COMPLETE, _ON_REINIT, _ON_READ = _column(Event.COMPLETE), _column(Event.REINIT), _column(Event.READ)
 
 
 class AsyncEngine:
@@ -55,6 +70,9 @@ class AsyncEngine:
         self._inflight = 0
         self._draining = 0  # threads waiting in drain(): only then is a completion announced
         self.inline = completion == "inline"
+        # Inline: every state change happens on the calling thread, so the hot paths take
+        # no lock (the simulator's rule: lock only when a worker thread can race).
+        self._concurrent = not self.inline
         self.closed = False
 
     # ---- helpers ----------------------------------------------------------------------
@@ -95,16 +113,25 @@ class AsyncEngine:
                 self._contexts.discard(ctx)
 
     def reinit(self, handle: Any) -> int:
-        with self.lock:
-            ctx = self._resolve(handle, "reinit_async_context")
-            if ctx is None:
-                return st.STATUS_INVALID_PARAMETER
-            found = self._apply(ctx, Event.REINIT, "reinit_async_context")
+        if type(handle) is not NativeAsyncContext or handle.owner != self._owner:
+            self._resolve(handle, "reinit_async_context")
+            return st.STATUS_INVALID_PARAMETER
+        concurrent = self._concurrent
+        if concurrent:
+            self.lock.acquire()
+        try:
+            found = _ON_REINIT[handle.state]
+            if found.requirement:
+                self._note(found, "reinit_async_context")
             if not found.accept:
                 return found.refusal
-            ctx.status = st.SEC_E_OK  # back to IDLE, callback kept (REINIT-2)
-            ctx.operation = None
+            handle.state = found.next
+            handle.status = st.SEC_E_OK  # back to IDLE, callback kept (REINIT-2)
+            handle.operation = None
             return st.STATUS_SUCCESS
+        finally:
+            if concurrent:
+                self.lock.release()
 
     def set_callback(self, handle: Any, callback: Any, data: Any) -> int:
         with self.lock:
@@ -128,41 +155,54 @@ class AsyncEngine:
             return found.accept and ctx.callback is not None
 
     def status(self, handle: Any) -> int:
-        with self.lock:
-            ctx = self._resolve(handle, "get_async_call_status")
-            if ctx is None:
-                return st.SEC_E_INVALID_PARAMETER
-            found = self._apply(ctx, Event.READ, "get_async_call_status")
-            return ctx.status if found.accept else found.refusal
+        if type(handle) is not NativeAsyncContext or handle.owner != self._owner:
+            self._resolve(handle, "get_async_call_status")
+            return st.SEC_E_INVALID_PARAMETER
+        # A READ changes no state; the worker stores the status before it moves the state
+        # on, so reading both without the lock is one consistent snapshot in either mode.
+        found = _ON_READ[handle.state]
+        if found.requirement:
+            self._note(found, "get_async_call_status")
+        return handle.status if found.accept else found.refusal
 
     # ---- queueing (Section D.3) ---------------------------------------------------------
-    def queue(self, handle: Any, call: str, prepare: Callable[[], Job], *, is_delete: bool = False) -> int:
-        """Queue ``call``: ``prepare`` runs under the lock only once the queue is accepted
-        (so a refused queue changes nothing, OQ-5) and returns the job for the worker."""
-        with self.lock:
-            if self.closed:
-                self._check_open()
-            ctx = self._resolve(handle, call)
-            if ctx is None:
-                return st.SEC_E_INVALID_PARAMETER
-            found = TABLE[ctx.state, queue_event(is_delete, ctx.callback is not None)]
+    def queue(self, handle: Any, call: str, prepare: Prepare, args: tuple[Any, ...], *,
+              is_delete: bool = False) -> int:
+        """Queue ``call``: ``prepare(*args)`` runs under the lock only once the queue is
+        accepted (so a refused queue changes nothing, OQ-5) and returns the job for the
+        worker as (function, arguments)."""
+        if self.closed:
+            self._check_open()
+        if type(handle) is not NativeAsyncContext or handle.owner != self._owner:
+            self._resolve(handle, call)
+            return st.SEC_E_INVALID_PARAMETER
+        ctx = handle
+        concurrent = self._concurrent
+        if concurrent:
+            self.lock.acquire()
+        try:
+            if ctx.callback is not None:
+                found = _ON_QUEUE[ctx.state]
+            else:
+                found = (_ON_QUEUE_SD if is_delete else _ON_QUEUE_S)[ctx.state]
             if found.requirement:
                 self._note(found, call)
             if not found.accept:
                 return found.refusal
-            job = prepare()
+            function, arguments = prepare(*args)
+            ctx.status = _PENDING  # before the state: status() reads without the lock
             ctx.state = found.next
-            ctx.status = st.SEC_I_ASYNC_CALL_PENDING
             ctx.operation = call
             self._inflight += 1
-            if self.inline:
-                pass
-            elif not self._threads:
+            if concurrent and not self._threads:
                 self._start_workers()
-        if self.inline:
-            self._run(ctx, call, job)  # OQ-2: the callback may fire before the queue returns
+        finally:
+            if concurrent:
+                self.lock.release()
+        if not concurrent:
+            self._run(ctx, call, function, arguments)  # OQ-2: the callback may fire before the queue returns
         else:
-            self._jobs.put((ctx, call, job))
+            self._jobs.put((ctx, call, function, arguments))
         return st.SEC_E_OK
 
     def _start_workers(self) -> None:
@@ -177,9 +217,11 @@ class AsyncEngine:
         while (item := get()) is not None:
             run(*item)
 
-    def _run(self, ctx: NativeAsyncContext, call: str, job: Job) -> None:
+    def _run(
+        self, ctx: NativeAsyncContext, call: str, function: Callable[..., int], arguments: tuple[Any, ...]
+    ) -> None:
         try:
-            result = job()
+            result = function(*arguments)
         except Exception as exc:  # an adapter bug must not kill the worker silently
             self._report(
                 Violation("GEN-5", f"native adapter could not run the synchronous twin: {exc!r}",
@@ -187,33 +229,47 @@ class AsyncEngine:
             )
             result = st.SEC_E_INTERNAL_ERROR
         callback = data = None
-        with self.lock:
+        concurrent = self._concurrent
+        if concurrent:
+            self.lock.acquire()
+        try:
             before = ctx.state
-            found = self._apply(ctx, Event.COMPLETE, call)
+            found = _ON_COMPLETE[before]
+            if found.requirement:
+                self._note(found, call)
             if found.accept:
-                if before is not State.ZOMBIE:
-                    ctx.status = result  # status first, then the callback (CTX-8)
-                if before is State.PENDING_NOTIFY:
+                if before is not _ZOMBIE:
+                    # Status first, then the state (status() reads without the lock), then
+                    # the callback (CTX-8).
+                    ctx.status = result
+                ctx.state = found.next
+                if before is _PN:
                     callback, data = ctx.callback, ctx.data
-                if ctx.state is State.FREED:
+                if found.next is _FREED:
                     self._contexts.discard(ctx)  # deferred destruction (OQ-12, FREE-5)
             if callback is None:
                 self._finished()
+        finally:
+            if concurrent:
+                self.lock.release()
         if callback is not None:
             try:
                 callback(ctx, data)
             except Exception as exc:
                 self._report(Violation("NOTIFY-1", f"the completion callback raised {exc!r}", "caller", call))
             finally:
-                with self.lock:
+                if concurrent:
+                    with self.lock:
+                        self._finished()
+                else:
                     self._finished()
 
     def _finished(self) -> None:
-        """One queued call is over, callback included (called under the lock)."""
+        """One queued call is over, callback included (under the lock when threaded)."""
         self._inflight -= 1
         if self._draining and not self._inflight:
-            self._idle.notify_all()
-
+            with self.lock:  # drain() waits on the real lock's condition, whatever the mode
+                self._idle.notify_all()
     # ---- shutdown -----------------------------------------------------------------------
     def _check_open(self) -> None:
         if self.closed:

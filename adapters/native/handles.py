@@ -11,8 +11,8 @@ handle, ``SecInvalidateHandle``) to probe the library's validation.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from adapters.async_state import State
@@ -32,17 +32,26 @@ ZERO_HANDLE = RawHandle(0, 0)
 INVALID_HANDLE = RawHandle(ffi.INVALID_HANDLE_PART, ffi.INVALID_HANDLE_PART)
 
 
-@dataclass(eq=False)
 class NativeCredential:
-    """A CredHandle acquired through the adapter."""
+    """A CredHandle acquired through the adapter.
 
-    lower: int
-    upper: int
-    package: str
-    owner: int
-    ident: int = field(default_factory=lambda: next(_ids))
-    freed: bool = False  # a free has been queued (later use is caller misuse)
-    contexts: set[NativeContext] = field(default_factory=set)
+    ``c`` is the C handle itself and ``ref`` a ``byref`` to it, built once: every call on
+    the credential hands the library this same CredHandle, as a C caller passes the
+    address of its one variable (no per-call structure, no argument conversion).
+    """
+
+    __slots__ = ("c", "contexts", "freed", "ident", "lower", "owner", "package", "ref", "upper")
+
+    def __init__(self, lower: int, upper: int, package: str, owner: int) -> None:
+        self.lower = lower
+        self.upper = upper
+        self.package = package
+        self.owner = owner
+        self.ident = next(_ids)
+        self.freed = False  # a free has been queued (later use is caller misuse)
+        self.contexts: set[NativeContext] = set()
+        self.c = ffi.SecHandle(lower, upper)
+        self.ref = ctypes.byref(self.c)
 
     def c_handle(self) -> ffi.SecHandle:
         return ffi.SecHandle(self.lower, self.upper)
@@ -51,17 +60,30 @@ class NativeCredential:
         return f"<credential #{self.ident} {self.package}{' freed' if self.freed else ''}>"
 
 
-@dataclass(eq=False)
 class NativeContext:
-    """A CtxtHandle produced by ISC/ASC through the adapter."""
+    """A CtxtHandle produced by ISC/ASC through the adapter (``c``/``ref``: as for
+    :class:`NativeCredential`; the library may update ``c`` in place, see :meth:`sync`)."""
 
-    lower: int
-    upper: int
-    owner: int
-    credential: NativeCredential | None = None
-    ident: int = field(default_factory=lambda: next(_ids))
-    deleted: bool = False  # a delete has been queued
-    busy: int = 0  # queued ISC/ASC/Delete calls not completed yet (CALL-6)
+    __slots__ = ("busy", "c", "credential", "deleted", "ident", "lower", "owner", "ref", "upper")
+
+    def __init__(self, lower: int, upper: int, owner: int, credential: NativeCredential | None = None) -> None:
+        self.lower = lower
+        self.upper = upper
+        self.owner = owner
+        self.credential = credential
+        self.ident = next(_ids)
+        self.deleted = False  # a delete has been queued
+        self.busy = 0  # queued ISC/ASC/Delete calls not completed yet (CALL-6)
+        self.c = ffi.SecHandle(lower, upper)
+        self.ref = ctypes.byref(self.c)
+
+    def set(self, lower: int, upper: int) -> None:
+        self.lower, self.upper = lower, upper
+        self.c.dwLower, self.c.dwUpper = lower, upper
+
+    def sync(self) -> None:
+        """Take the values the library left in the C handle (phContext is in/out in practice)."""
+        self.lower, self.upper = self.c.dwLower, self.c.dwUpper
 
     def c_handle(self) -> ffi.SecHandle:
         return ffi.SecHandle(self.lower, self.upper)
@@ -70,17 +92,19 @@ class NativeContext:
         return f"<security context #{self.ident}{' deleted' if self.deleted else ''}>"
 
 
-@dataclass(eq=False)
 class NativeAsyncContext:
     """An async context: implemented by the adapter (the user-mode library has none)."""
 
-    owner: int
-    ident: int = field(default_factory=lambda: next(_ids))
-    state: State = State.IDLE
-    status: int = 0
-    callback: Any = None
-    data: Any = None
-    operation: str | None = None
+    __slots__ = ("callback", "data", "ident", "operation", "owner", "state", "status")
+
+    def __init__(self, owner: int) -> None:
+        self.owner = owner
+        self.ident = next(_ids)
+        self.state = State.IDLE
+        self.status = 0
+        self.callback: Any = None
+        self.data: Any = None
+        self.operation: str | None = None
 
     def __repr__(self) -> str:
         return f"<async context #{self.ident} {self.state.value}>"
