@@ -360,7 +360,9 @@ def _complete_auth(c: _Compiler, v: Any, p: tuple[Any, ...], raw: dict[str, Any]
 
 
 def _shutdown(c: _Compiler, v: Any, p: tuple[Any, ...], raw: dict[str, Any], pkg: str, needs: set[str]) -> Any:
-    return m.Shutdown(c.use(v["context"], "context", (*p, "context"))), "shutdown", _op_expect(raw)
+    alert = (int(v["alert"][0]), int(v["alert"][1])) if "alert" in v else None
+    summary = f"shutdown (alert {alert[0]}, {alert[1]})" if alert else "shutdown"
+    return m.Shutdown(c.use(v["context"], "context", (*p, "context")), alert), summary, _op_expect(raw)
 
 
 _BUILDERS: dict[str, Any] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 from adapters import status as st
 from adapters.api import SecBuffer
 from adapters.constants import (
+    SCHANNEL_ALERT,
     SCHANNEL_SHUTDOWN,
     SECBUFFER_DATA,
     SECBUFFER_EMPTY,
@@ -79,7 +80,11 @@ class CompositeSteps(HandshakeSteps):
 
     def do_shutdown(self, step: m.Step) -> None:
         args: m.Shutdown = step.args  # type: ignore[assignment]
-        token = [SecBuffer(SECBUFFER_TOKEN, SCHANNEL_SHUTDOWN.to_bytes(4, "little"))]
+        if args.alert is None:
+            payload = SCHANNEL_SHUTDOWN.to_bytes(4, "little")
+        else:  # SCH-28: SCHANNEL_ALERT_TOKEN {dwTokenType, dwAlertType, dwAlertNumber}
+            payload = b"".join(x.to_bytes(4, "little") for x in (SCHANNEL_ALERT, *args.alert))
+        token = [SecBuffer(SECBUFFER_TOKEN, payload)]
         self.check(step.expect, self.api.apply_control_token(self.handle(args.context), token))  # type: ignore[arg-type]
 
     def do_complete_auth_token(self, step: m.Step) -> None:

@@ -229,6 +229,9 @@ class HandshakeSteps(RunCore):
             raise StepFailed(f"handshake: the {WHO[who]} queue call returned {describe_status(status)}",
                              describe_status(OK), describe_status(status))
         ctx.expected += 1
+        control = self.api.control
+        if control is not None and control.mode == "deferred":
+            control.complete(ctx.handle)  # deferred completion: the driver is the one who says when
         if not self.await_callbacks(ctx, LEG_TIMEOUT_S):
             raise StepFailed(f"handshake: no callback within {int(LEG_TIMEOUT_S * 1000)} ms for the {WHO[who]} leg",
                              "callback", "none")

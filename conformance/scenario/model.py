@@ -237,6 +237,7 @@ class CompleteAuthToken:
 @dataclass(frozen=True, slots=True)
 class Shutdown:
     context: str | None
+    alert: tuple[int, int] | None = None  # SCHANNEL_ALERT_TOKEN (level, number) instead of SCHANNEL_SHUTDOWN
 
 
 StepArgs = (
