@@ -42,7 +42,7 @@ from adapters.api import (
 from adapters.constants import ASC_REQ, ISC_REQ, SECPKG_ATTR_SIZES, SECPKG_ATTR_STREAM_SIZES
 from adapters.native import ffi
 from adapters.native.asyncctx import AsyncEngine
-from adapters.native.buffers import DEFAULT_GUARD, CBufferDesc, Overrun
+from adapters.native.buffers import DEFAULT_GUARD, Overrun, marshal
 from adapters.native.handles import NativeContext, NativeCredential, RawHandle
 from adapters.native.library import SspiLibrary, load
 
@@ -419,9 +419,9 @@ class NativeAdapter(Adapter):
     ) -> int:
         try:
             guard = self.guard
-            in_desc = CBufferDesc(input, guard=guard) if input is not None else None
+            in_desc = marshal(input, False, guard) if input is not None else None
             out_list = outputs.output
-            out_desc = CBufferDesc(out_list, allocate=allocate, guard=guard) if out_list is not None else None
+            out_desc = marshal(out_list, allocate, guard) if out_list is not None else None
             scratch = _take_scratch()
             if call is _ISC:
                 target, req, reserved1, target_data_rep, reserved2 = extra
@@ -608,7 +608,7 @@ class NativeAdapter(Adapter):
         if function is None:
             raise Unsupported(f"{name} is not exported")
         handle = self._context_ref(context, call)
-        desc = CBufferDesc(buffers, guard=self.guard)
+        desc = marshal(buffers, False, self.guard)
         status: int = function(handle, *[desc.ref if a is _DESC else a for a in args]) & _M32
         found = desc.finish(self._free_buffer, inputs=False)
         if found:

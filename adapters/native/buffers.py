@@ -44,8 +44,8 @@ assert _ENTRY.size == ctypes.sizeof(ffi.SecBuffer), "SecBuffer layout differs fr
 assert _ENTRY.size == ctypes.sizeof(ffi.SecBufferDesc), "SecBufferDesc layout differs from struct '@IIP'"
 _SENTINEL_ENTRY = (_SENTINEL_ULONG, _SENTINEL_ULONG, _SENTINEL_PTR)
 _ZEROS = memoryview(bytes(1 << 16))  # padding source: a slice of it copies without allocating
-_POOLED_MAX = 1 << 20  # larger blocks are not kept (a fuzzer's huge buffers must not pin memory)
-_POOL_DEPTH = 16  # blocks kept per size class: enough for every worker thread
+_KEPT_MAX = 1 << 20  # a frame does not keep a block larger than this between calls
+_DESC_SIZE = ctypes.sizeof(ffi.SecBufferDesc)
 
 
 @functools.lru_cache(maxsize=8)
@@ -53,78 +53,28 @@ def _pattern(length: int) -> bytes:
     return (PATTERN * (length // len(PATTERN) + 1))[:length]
 
 
-@functools.lru_cache(maxsize=64)
-def _layout(count: int) -> struct.Struct:
-    """The SecBuffer array of ``count`` entries plus the sentinel, as one struct."""
-    return struct.Struct("@" + "IIP" * (count + 1))
-
-
 class _Block:
-    """Pooled buffer memory: a bytearray (fast slice writes) that C sees as a c_char array."""
+    """Buffer memory: a bytearray (slice writes are one memcpy) that C sees as a c_char array."""
 
     __slots__ = ("address", "c", "size", "store")
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self, need: int) -> None:
+        self.size = size = 1 << max(11, (need - 1).bit_length())  # next power of two, at least 2 KiB
         self.store = bytearray(size)
         # from_buffer pins the bytearray (it can no longer be resized), so the address holds.
         self.c = (ctypes.c_char * size).from_buffer(self.store)
         self.address = ctypes.addressof(self.c)
 
 
-_BLOCKS: dict[int, list[_Block]] = {}
+@functools.lru_cache(maxsize=64)
+def _frame_type(count: int) -> type[ctypes.Structure]:
+    """SecBufferDesc immediately followed by its SecBuffer array (``count`` + the sentinel)."""
+    return type(f"_Frame{count}", (ctypes.Structure,), {
+        "_fields_": [("desc", ffi.SecBufferDesc), ("buffers", ffi.SecBuffer * (count + 1))]
+    })
 
 
-def _take_block(need: int) -> _Block:
-    size = 1 << max(11, (need - 1).bit_length())  # size class: next power of two, at least 2 KiB
-    pool = _BLOCKS.get(size)
-    if pool:
-        try:
-            return pool.pop()
-        except IndexError:  # another thread took the last one
-            pass
-    return _Block(size)
-
-
-def _give_block(block: _Block) -> None:
-    if block.size <= _POOLED_MAX:
-        pool = _BLOCKS.setdefault(block.size, [])
-        if len(pool) < _POOL_DEPTH:
-            pool.append(block)
-
-
-class _Frame:
-    """A SecBufferDesc and its SecBuffer array (with the sentinel entry), reused per count."""
-
-    __slots__ = ("array", "array_address", "count", "desc", "layout", "ref")
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self.array = (ffi.SecBuffer * (count + 1))()
-        self.array_address = ctypes.addressof(self.array)
-        self.desc = ffi.SecBufferDesc(SECBUFFER_VERSION, count, self.array)
-        self.ref = ctypes.byref(self.desc)  # what the library is handed, built once
-        self.layout = _layout(count)
-
-
-_FRAMES: dict[int, list[_Frame]] = {}
-
-
-def _take_frame(count: int) -> _Frame:
-    pool = _FRAMES.get(count)
-    if pool:
-        try:
-            return pool.pop()
-        except IndexError:
-            pass
-    return _Frame(count)
-
-
-def _give_frame(frame: _Frame) -> None:
-    pool = _FRAMES.setdefault(frame.count, [])
-    if len(pool) < _POOL_DEPTH:
-        pool.append(frame)
-
+_FRAMES: dict[int, list[CBufferDesc]] = {}
 
 @dataclass(frozen=True, slots=True)
 class Overrun:
@@ -145,6 +95,20 @@ class Overrun:
 _NO_OVERRUNS: list[Overrun] = []  # shared empty result; callers only iterate it
 
 
+def marshal(buffers: list[SecBuffer], allocate: bool = False, guard: int = DEFAULT_GUARD) -> CBufferDesc:
+    """A C SecBufferDesc for ``buffers``, taken from the pool for its buffer count."""
+    count = len(buffers)
+    pool = _FRAMES.get(count)
+    if pool is None:
+        pool = _FRAMES.setdefault(count, [])
+    try:
+        desc = pool.pop()
+    except IndexError:  # none free (or another thread took the last one)
+        desc = CBufferDesc(count, pool)
+    desc.fill(buffers, allocate, guard)
+    return desc
+
+
 class CBufferDesc:
     """A C SecBufferDesc built from the caller's SecBuffer list for one call.
 
@@ -153,87 +117,137 @@ class CBufferDesc:
     Otherwise a buffer with capacity 0 and no data is passed as NULL/0 as C callers do
     (SCH-5's empty slot), and any other buffer gets ``capacity + guard`` bytes.
 
-    Call :meth:`finish` exactly once after the library call: it checks, copies back and
-    returns the C memory to the pools.
+    Reused like a C caller's stack frame: get one from :func:`marshal`, pass :attr:`ref`,
+    then call :meth:`finish` exactly once, which checks, copies back and returns it to the
+    pool.  The descriptor, the array and the sentinel are one C structure, written with
+    one ``struct`` pack and read with one unpack; each slot keeps its memory block.
     """
 
-    __slots__ = ("blocks", "buffers", "caps", "frame", "guard", "ref", "tail")
+    __slots__ = ("blocks", "buffers", "caps", "count", "guard", "head", "huge", "layout", "memory", "pool", "ref",
+                 "tail", "view")
 
-    def __init__(self, buffers: list[SecBuffer], *, allocate: bool = False, guard: int = DEFAULT_GUARD) -> None:
+    def __init__(self, count: int, pool: list[CBufferDesc] | None = None) -> None:
+        self.count = count
+        self.pool = pool if pool is not None else []
+        self.memory = _frame_type(count)()
+        self.view = self.memory.desc  # shares the frame's memory; byref keeps it alive
+        self.ref = ctypes.byref(self.view)  # what the library is handed, built once
+        # desc (ulVersion, cBuffers, pBuffers) then every SecBuffer, sentinel included.
+        self.layout = struct.Struct("@" + "IIP" * (count + 2))
+        self.head = (SECBUFFER_VERSION, count, ctypes.addressof(self.memory) + _DESC_SIZE)
+        self.huge = False  # a slot holds a block too large to keep after the call
+        self.blocks: list[_Block | None] = [None] * count
+        self.caps = [0] * count
+        self.buffers: list[SecBuffer] = []
+        self.guard = DEFAULT_GUARD
+        self.tail = b""
+
+    def pointer(self) -> object:
+        """What to pass as the PSecBufferDesc argument (a reusable ``byref``)."""
+        return self.ref
+
+    def fill(self, buffers: list[SecBuffer], allocate: bool, guard: int) -> None:
+        """Lay ``buffers`` out for the call: data, zero padding up to the capacity, guard."""
         self.guard = guard = max(16, guard)
         self.tail = tail = _pattern(guard)
         self.buffers = buffers
-        count = len(buffers)
-        self.frame = frame = _take_frame(count)
-        self.ref = frame.ref
-        blocks: list[_Block | None] = []
-        caps: list[int] = []
-        fields: list[int] = []
-        for buf in buffers:
+        blocks, caps = self.blocks, self.caps
+        fields = list(self.head)  # the library could have rewritten the descriptor last time
+        for index in range(self.count):
+            buf = buffers[index]
             data = buf.data
             used = len(data)
             size = buf.size
             capacity = size if size is not None and size > used else used
             if allocate or capacity <= 0:
-                blocks.append(None)
-                caps.append(0)
+                caps[index] = 0
                 fields += (0, buf.type & 0xFFFFFFFF, 0)
                 continue
-            block = _take_block(capacity + guard)
+            block = blocks[index]
+            if block is None or block.size < capacity + guard:
+                block = blocks[index] = _Block(capacity + guard)
+                if block.size > _KEPT_MAX:
+                    self.huge = True
             store = block.store
             store[0:used] = data
             if capacity > used:
                 pad = capacity - used
                 store[used:capacity] = _ZEROS[:pad] if pad <= len(_ZEROS) else bytes(pad)
             store[capacity:capacity + guard] = tail
-            blocks.append(block)
-            caps.append(capacity)
+            caps[index] = capacity
             fields += (capacity, buf.type & 0xFFFFFFFF, block.address)
         fields += _SENTINEL_ENTRY
-        frame.layout.pack_into(frame.array, 0, *fields)
-        # The library could have rewritten the descriptor on the frame's last use.
-        _ENTRY.pack_into(frame.desc, 0, SECBUFFER_VERSION, count, frame.array_address)
-        self.blocks = blocks
-        self.caps = caps
-
-    def pointer(self) -> object:
-        """What to pass as the PSecBufferDesc argument (a reusable ``byref``)."""
-        return self.ref
+        self.layout.pack_into(self.memory, 0, *fields)
 
     def finish(self, free: Callable[[int], int], *, inputs: bool) -> list[Overrun]:
         """After the call: guard check, read-back and copy-back into the caller's
-        SecBuffers (GEN-10: at completion), then the memory goes back to the pools.
+        SecBuffers (GEN-10: at completion), then back to the pool.
 
         For input lists only buffers the library changed are touched, so EXTRA/MISSING
         land in the caller's input list (SCH-25) and untouched tokens stay as they were.
         """
-        frame = self.frame
-        entries = frame.layout.unpack_from(frame.array, 0)
-        guard, tail, blocks, caps = self.guard, self.tail, self.blocks, self.caps
-        found = _NO_OVERRUNS
-        count = len(caps)
-        for index in range(count):
-            block = blocks[index]
-            if block is not None:
-                capacity = caps[index]
+        entries = self.layout.unpack_from(self.memory, 0)
+        if self.count == 1:
+            # The usual single buffer, left where we put it, guard and sentinel intact.
+            cb, kind, address, sentinel_cb, sentinel_kind, stray = entries[3:]
+            capacity = self.caps[0]
+            block = self.blocks[0]
+            if (
+                sentinel_cb == _SENTINEL_ULONG and sentinel_kind == _SENTINEL_ULONG and stray == _SENTINEL_PTR
+                and (kind & 0x0FFFFFFF) not in COUNT_ONLY_TYPES
+                and (
+                    (address == 0 and capacity == 0)
+                    or (capacity and block is not None and address == block.address
+                        and block.store[capacity:capacity + self.guard] == self.tail)
+                )
+            ):
+                target = self.buffers[0]
+                if inputs and cb == capacity and kind == target.type & 0xFFFFFFFF:
+                    if capacity:
+                        now: bytes = block.c[:capacity]  # type: ignore[union-attr,assignment]  # bytes
+                        if now != target.data.ljust(capacity, b"\0"):
+                            target.data = now  # modified in place (DecryptMessage)
+                else:
+                    target.type = kind
+                    data: bytes = block.c[:min(cb, capacity + self.guard)] if capacity else b""  # type: ignore[union-attr,assignment]
+                    target.data = data
+                    target.size = None if len(data) == cb else cb
+                self._release()
+                return _NO_OVERRUNS
+        found = self._overruns(entries)
+        self._copy_back(entries, free, inputs)
+        self._release()
+        return found
+
+    def _overruns(self, entries: tuple[int, ...]) -> list[Overrun]:
+        found: list[Overrun] = []
+        guard, tail = self.guard, self.tail
+        for index in range(self.count):
+            capacity = self.caps[index]
+            block = self.blocks[index]
+            if capacity and block is not None:
                 seen = block.store[capacity:capacity + guard]
                 if seen != tail:
                     last = max(i for i in range(guard) if seen[i] != tail[i])
-                    found = [*found, Overrun(index, capacity, last + 1)]
-        base = 3 * count
-        stray = entries[base + 2]
-        if entries[base] != _SENTINEL_ULONG or entries[base + 1] != _SENTINEL_ULONG or stray != _SENTINEL_PTR:
-            found = [*found, Overrun(count, 0, 0, sentinel=True)]
-        freed: set[int] | None = None
-        for index, target in enumerate(self.buffers):
-            at = 3 * index
-            cb, kind, address = entries[at], entries[at + 1], entries[at + 2]
-            block = blocks[index]
-            capacity = caps[index]
+                    found.append(Overrun(index, capacity, last + 1))
+        base = 3 * (self.count + 1)
+        if entries[base:base + 3] != _SENTINEL_ENTRY:
+            found.append(Overrun(self.count, 0, 0, sentinel=True))
+        return found
+
+    def _copy_back(self, entries: tuple[int, ...], free: Callable[[int], int], inputs: bool) -> None:
+        freed: set[int] = set()
+        guard = self.guard
+        for index in range(self.count):
+            target = self.buffers[index]
+            at = 3 * (index + 1)
+            cb, kind, address = entries[at:at + 3]
+            capacity = self.caps[index]
+            block = self.blocks[index] if capacity else None
             count_only = (kind & 0x0FFFFFFF) in COUNT_ONLY_TYPES
             if inputs and not count_only and cb == capacity and kind == target.type & 0xFFFFFFFF:
                 if block is not None:
-                    now: bytes = block.c[:capacity]  # type: ignore[assignment]  # c_char slices are bytes
+                    now = bytes(block.store[:capacity])
                     if now != target.data.ljust(capacity, b"\0"):
                         target.data = now  # modified in place (DecryptMessage)
                 continue
@@ -246,7 +260,7 @@ class CBufferDesc:
             if address == 0:
                 data = b""
             elif block is not None and address == block.address:  # our own buffer, from its start
-                data = block.c[:min(cb, capacity + guard)]  # type: ignore[assignment]  # bytes, as above
+                data = bytes(block.store[:min(cb, capacity + guard)])
             else:
                 owner = self._owner(address)
                 if owner is not None:
@@ -254,28 +268,29 @@ class CBufferDesc:
                     data = ctypes.string_at(address, min(cb, limit - offset))
                 else:
                     data = ctypes.string_at(address, cb)
-                    if freed is None:
-                        freed = set()
                     if address not in freed:
                         freed.add(address)
                         free(address)
             target.data = data
             target.size = None if len(data) == cb else cb
-        if stray and (freed is None or stray not in freed):
+        stray = entries[3 * (self.count + 1) + 2]
+        if stray and stray not in freed:
             free(stray)  # the library allocated into the sentinel slot; do not leak it
-        self._release()
-        return found
 
     def _owner(self, address: int) -> tuple[int, int] | None:
         """(offset into, readable length of) the buffer of ours that ``address`` points into."""
-        for block, capacity in zip(self.blocks, self.caps, strict=True):
-            if block is not None and block.address <= address < block.address + capacity + self.guard:
+        for index in range(self.count):
+            block, capacity = self.blocks[index], self.caps[index]
+            if capacity and block is not None and block.address <= address < block.address + capacity + self.guard:
                 return address - block.address, capacity + self.guard
         return None
 
     def _release(self) -> None:
-        for block in self.blocks:
-            if block is not None:
-                _give_block(block)
-        _give_frame(self.frame)
-        self.blocks = []
+        self.buffers = []
+        if self.huge:  # a fuzzer's huge buffer must not stay pinned in the pool
+            self.huge = False
+            for index in range(self.count):
+                block = self.blocks[index]
+                if block is not None and block.size > _KEPT_MAX:
+                    self.blocks[index] = None
+        self.pool.append(self)
