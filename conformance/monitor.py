@@ -46,7 +46,6 @@ context.  Scenarios that free pending contexts should use deferred completion.
 from __future__ import annotations
 
 import collections
-import functools
 import itertools
 import operator
 import threading
@@ -131,18 +130,24 @@ _OP, _OUTPUTS, _NOTIFY, _DATA, _SEQ, _CALLBACKS, _CANCELLED, _CHECKED, _CONTROLL
 
 
 class _Shadow:
-    """What the contract says one async context is doing."""
+    """What the contract says one async context is doing.
+
+    Its bound method :meth:`fire` is what the monitor registers with the implementation in place
+    of the caller's callback: one bound method per registration costs far less than a closure or
+    a partial.  (The shadow refers to its monitor, but nothing refers back to a shadow once it
+    leaves the monitor's tables, so reference counting still frees it.)"""
 
     __slots__ = (
-        "call", "callbacks", "custom", "final", "freed_in_callback", "freeing", "handle", "idle_ok",
-        "in_callback", "last_cb_final", "last_queue_failed", "notify_ok", "number", "older", "reg",
-        "reinit_since_reg", "state", "tentative",
+        "call", "callbacks", "final", "freed_in_callback", "freeing", "handle", "idle_ok",
+        "in_callback", "last_cb_final", "last_queue_failed", "mon", "notify_ok", "number", "older", "reg",
+        "reinit_since_reg", "state", "tentative", "user",
     )
 
-    def __init__(self, handle: Handle, number: int) -> None:
+    def __init__(self, handle: Handle, number: int, mon: ContractMonitor) -> None:
         self.handle = handle
-        self.number = number  # default label "actx<number>", formatted only when shown
-        self.custom: str | None = None  # label given with ContractMonitor.name()
+        self.number = number  # label "actx<number>" unless named (ContractMonitor.name), formatted when shown
+        self.mon = mon
+        self.user: Callback | None = None  # the caller's callback that :meth:`fire` forwards to
         self.state = _IDLE
         self.reg: tuple[Callback, Any] | None = None  # (user callback, data) registered
         self.call: _Call | None = None  # the latest accepted call
@@ -160,7 +165,54 @@ class _Shadow:
 
     @property
     def label(self) -> str:
-        return self.custom if self.custom is not None else f"actx{self.number}"
+        custom = self.mon._custom.get(self.number)
+        return custom if custom is not None else f"actx{self.number}"
+
+    def fire(self, actx: Any, data: Any) -> None:
+        """The callback the implementation runs for this context: checks, then forwards."""
+        mon = self.mon
+        tid = _get_ident()
+        if tid != mon._home_thread and not mon._concurrent:
+            # A callback on another thread: from now on every update takes the lock.
+            mon._concurrent = True
+        state = self.state
+        status = mon._i_status(self.handle) if (
+            state is not _FREED and state is not _ZOMBIE and self.freeing is None) else None
+        conc = mon._concurrent
+        if conc:
+            mon._lock.acquire()
+        try:
+            call = self.call
+            if (
+                call is not None and call[_NOTIFY] and not call[_CALLBACKS] and not call[_CANCELLED]
+                and not self.older and actx is self.handle and data is call[_DATA] and status is not None
+                and status in _ALLOWED[call[_OP]]
+                and ((outputs := call[_OUTPUTS]) is None or (outputs.written and (
+                    status not in _NEW_CONTEXT_STATUSES or call[_OP] is _ACH or outputs.new_context is not None)))
+            ):
+                # The usual case: the one callback owed, right context and data, final status.
+                # (statuses it documents, outputs written, phNewContext where due: CALL-14)
+                call[_CALLBACKS] = 1
+                call[_CHECKED] = True
+                self.callbacks += 1
+                self.final = status
+                self.last_cb_final = True
+                if state is _PN:
+                    self.state = _DONE
+                mon._append((next(mon._seq), _monotonic(), tid, "callback", call[_OP], self.number, None, status,
+                             ""))
+            else:
+                mon._on_callback(self, actx, data, status, tid, self.reg is not None)
+        finally:
+            if conc:
+                mon._lock.release()
+        user = self.user
+        self.in_callback = tid
+        try:
+            if user is not None:
+                user(actx, data)
+        finally:
+            self.in_callback = None
 
 
 class _Raw:
@@ -193,6 +245,7 @@ class _MonitoredControl(CompletionControl):
     def __init__(self, monitor: ContractMonitor, inner: CompletionControl) -> None:
         self._monitor = monitor
         self._inner = inner
+        self._complete = inner.complete
 
     @property
     def mode(self) -> str:
@@ -219,10 +272,10 @@ class _MonitoredControl(CompletionControl):
         sh = monitor._live.get(ctx) if ctx is not None else None
         if sh is None:
             sh = monitor._lookup(ctx)
-        monitor._append((next(monitor._seq), _monotonic(), None, "complete", "complete",
+        monitor._append((next(monitor._seq), None, None, "complete", "complete",
                          sh.number if sh is not None else _ref(ctx), None, None, ""))
         try:
-            done = self._inner.complete(ctx)
+            done = self._complete(ctx)
         except Exception:
             if sh is not None:
                 monitor._completion_crashed([sh])
@@ -281,6 +334,11 @@ class ContractMonitor(Adapter):
         self._freed_old: dict[Handle, _Shadow] = {}
         self._labels: dict[Any, str] = {}
         self._custom: dict[int, str] = {}  # async context number -> label given with name()
+        # The wrapped adapter's hot entry points, bound once.
+        self._i_create = inner.create_async_context
+        self._i_free = inner.free_async_context
+        self._i_set = inner.set_async_notify_callback
+        self._i_status = inner.get_async_call_status
         self._actx_count = itertools.count(1)
         self._found: list[tuple[str, str, str, str | None, int | None]] = []
         self._reported: list[ViolationRecord] = []
@@ -326,11 +384,16 @@ class ContractMonitor(Adapter):
             raw = list(self._raw)
         raw.sort(key=_first)
         t0, home = self._t0, self._home_thread
-        return [
-            TraceEvent(seq, t - t0, home if thread is None else thread, kind, op, self._label(ctx),
-                       self._args(op, args), status, detail)
-            for seq, t, thread, kind, op, ctx, args, status, detail in raw
-        ]
+        events = []
+        last = t0  # hot-path calls are not timed: they take the time of the event before them
+        for seq, t, thread, kind, op, ctx, args, status, detail in raw:
+            if t is None:
+                t = last
+            else:
+                last = t
+            events.append(TraceEvent(seq, t - t0, home if thread is None else thread, kind, op, self._label(ctx),
+                                     self._args(op, args), status, detail))
+        return events
 
     def violations(self) -> list[ViolationRecord]:
         """Every violation found so far (both parties), then those the implementation reported."""
@@ -358,7 +421,6 @@ class ContractMonitor(Adapter):
         with self._lock:
             sh = self._lookup(handle)
             if sh is not None:
-                sh.custom = label
                 self._custom[sh.number] = label
             self._labels[handle] = label
 
@@ -461,23 +523,37 @@ class ContractMonitor(Adapter):
         self._drain_inner()
 
     # ---- async context management ---------------------------------------------------------------
+    # Hot paths (create, register, queue, complete, status read, free) handle the usual case first,
+    # without the lock when no worker thread can race: one shadow lookup, one precomputed table
+    # column or state test, one flat tuple appended to the trace.  Calls are not timed there (the
+    # trace gives them the time of the observation before them); callbacks and status reads are.
     def create_async_context(self) -> Handle | None:
-        handle = self.inner.create_async_context()
+        handle = self._i_create()
+        if not self._concurrent:
+            live = self._live
+            if handle is not None and handle not in live:
+                # (a recycled handle may still be remembered as freed: lookups try live ones first)
+                number = next(self._actx_count)
+                live[handle] = _Shadow(handle, number, self)
+                self._append((next(self._seq), None, None, "return", "create_async_context", number, None, None, ""))
+                return handle
+        return self._create_slow(handle)
+
+    def _create_slow(self, handle: Handle | None) -> Handle | None:
         conc = self._concurrent
         if conc:
             self._lock.acquire()
         try:
             live = self._live
             if handle is not None and handle not in live:
-                # (a recycled handle may still be remembered as freed: lookups try live ones first)
-                live[handle] = sh = _Shadow(handle, next(self._actx_count))
+                live[handle] = sh = _Shadow(handle, next(self._actx_count), self)
                 self._append((next(self._seq), _monotonic(), _get_ident() if conc else None, "return",
                               "create_async_context", sh.number, None, None, ""))
                 return handle
             if handle is None:
                 self._event("return", "create_async_context", None, None, None, "NULL (out of memory, CTX-2)")
                 return None
-            sh = _Shadow(handle, next(self._actx_count))
+            sh = _Shadow(handle, next(self._actx_count), self)
             seq = self._event("return", "create_async_context", sh, None, None)
             old = self._live.get(handle)
             if old is not None:
@@ -506,6 +582,29 @@ class ContractMonitor(Adapter):
         self._freed = {}
 
     def free_async_context(self, ctx: Handle | None) -> None:
+        if not self._concurrent:
+            sh = self._live.get(ctx)
+            if sh is not None and ((state := sh.state) is _DONE or state is _IDLE) and not sh.older \
+                    and sh.in_callback is None and ((call := sh.call) is None or not call[_NOTIFY]
+                                                    or call[_CALLBACKS] or call[_CANCELLED]):
+                # The usual case: nothing outstanding, the free is legal (no lock: nothing can race).
+                sh.state = _FREED
+                sh.reg = None  # less for the garbage collector to walk on long runs
+                del self._live[ctx]
+                freed = self._freed
+                freed[ctx] = sh
+                if len(freed) >= _FREED_MEMORY:
+                    self._forget_freed()
+                self._append((next(self._seq), None, None, "call", "free_async_context", sh.number, None, None, ""))
+                try:
+                    self._i_free(ctx)
+                except Exception as exc:
+                    self._free_crashed(ctx, exc)
+                    raise
+                return
+        self._free_general(ctx)
+
+    def _free_general(self, ctx: Handle | None) -> None:
         conc = self._concurrent
         tid = _get_ident() if conc else self._home_thread
         if conc:
@@ -653,33 +752,48 @@ class ContractMonitor(Adapter):
     def set_async_notify_callback(
         self, ctx: Handle | None, callback: Callback | None, data: Any = None
     ) -> int:
+        if callback is not None and not self._concurrent:
+            sh = self._live.get(ctx)
+            if sh is not None and ((state := sh.state) is _IDLE or state is _DONE):
+                # The usual case: a registration the table accepts (no lock: nothing can race).
+                previous, sh.user = sh.user, callback
+                result = self._i_set(ctx, sh.fire, data)
+                if result == _OK and not self._concurrent:
+                    reg = sh.reg = (callback, data)
+                    sh.reinit_since_reg = sh.notify_ok = False
+                    self._append((next(self._seq), None, None, "return", "set_async_notify_callback", sh.number,
+                                  reg, result, ""))
+                    return result
+                if result != _OK:
+                    sh.user = previous  # refused: the implementation still runs the previous one
+                return self._judge_registration(ctx, sh, callback, data, _ON_SET[state], False, result)
         conc = self._concurrent
         if conc:
             self._lock.acquire()
         try:
-            sh = self._live.get(ctx) if ctx is not None else None
-            fast = sh is not None and callback is not None and (sh.state is _IDLE or sh.state is _DONE)
-            if not fast:
-                sh = self._lookup(ctx)
+            sh = self._lookup(ctx)
             if sh is not None:
                 rule = (_ON_SET if callback is not None else _ON_CLEAR)[sh.state]
                 unsettled = _owed(sh.call)
         finally:
             if conc:
                 self._lock.release()
-        hook = self._hook(sh, callback) if (callback is not None and sh is not None) else callback
+        hook: Callback | None = callback
+        if callback is not None and sh is not None:
+            previous, sh.user = sh.user, callback
+            hook = sh.fire
         result = self.inner.set_async_notify_callback(ctx, hook, data)
+        if callback is not None and sh is not None and result != _OK:
+            sh.user = previous
+        return self._judge_registration(ctx, sh, callback, data, rule if sh is not None else None,
+                                        unsettled if sh is not None else False, result)
+
+    def _judge_registration(self, ctx: Any, sh: _Shadow | None, callback: Callback | None, data: Any,
+                            rule: Rule | None, unsettled: bool, result: int) -> int:
         conc = self._concurrent
         if conc:
             self._lock.acquire()
         try:
-            if fast and result == _OK:
-                assert sh is not None
-                sh.reg = (callback, data)  # type: ignore[assignment]
-                sh.reinit_since_reg = sh.notify_ok = False
-                self._append((next(self._seq), _monotonic(), _get_ident() if conc else None, "return",
-                              "set_async_notify_callback", sh.number, (callback, data), result, ""))
-                return result
             seq = self._event("return", "set_async_notify_callback", sh if sh is not None else ctx,
                               (callback, data), result)
             if sh is None:
@@ -689,6 +803,7 @@ class ContractMonitor(Adapter):
                     self._flag("OQ-9", "registration on an invalid async context reported SEC_E_OK", _IMPL,
                                "set_async_notify_callback", seq)
                 return result
+            assert rule is not None
             if rule.accept:
                 if result == _OK:
                     self._register(sh, callback, data)
@@ -748,7 +863,17 @@ class ContractMonitor(Adapter):
         return result
 
     def get_async_call_status(self, ctx: Handle | None) -> int:
-        result = self.inner.get_async_call_status(ctx)
+        result = self._i_status(ctx)
+        if not self._concurrent:
+            sh = self._live.get(ctx)
+            if sh is not None and sh.state is _DONE and sh.final == result:
+                # The usual case: the final status read again, unchanged (CTX-8).
+                self._append((next(self._seq), _monotonic(), None, "status", "get_async_call_status", sh.number,
+                              None, result, ""))
+                return result
+        return self._status_slow(ctx, result)
+
+    def _status_slow(self, ctx: Any, result: int) -> int:
         conc = self._concurrent
         if conc:
             self._lock.acquire()
@@ -829,56 +954,6 @@ class ContractMonitor(Adapter):
                            "phNewContext was not written", _IMPL, op, seq)
 
     # ---- callbacks ----------------------------------------------------------------------------------
-    def _hook(self, sh: _Shadow, user_callback: Callback) -> Callback:
-        """The callback registered with the implementation for ``sh``: checks, then forwards.
-
-        A partial of a bound method rather than a closure: one is made per registration, and a
-        closure's cells are that many more objects for the garbage collector on long runs."""
-        return functools.partial(self._monitored_callback, sh, user_callback)
-
-    def _monitored_callback(self, sh: _Shadow, user_callback: Callback, actx: Any, data: Any) -> None:
-        tid = _get_ident()
-        if tid != self._home_thread and not self._concurrent:
-            # A callback on another thread: from now on every update takes the lock.
-            self._concurrent = True
-        state = sh.state
-        status = self.inner.get_async_call_status(sh.handle) if (
-            state is not _FREED and state is not _ZOMBIE and sh.freeing is None) else None
-        conc = self._concurrent
-        if conc:
-            self._lock.acquire()
-        try:
-            call = sh.call
-            if (
-                call is not None and call[_NOTIFY] and not call[_CALLBACKS] and not call[_CANCELLED]
-                and not sh.older and actx is sh.handle and data is call[_DATA] and status is not None
-                and status in _ALLOWED[call[_OP]]
-                and ((outputs := call[_OUTPUTS]) is None or (outputs.written and (
-                    status not in _NEW_CONTEXT_STATUSES or call[_OP] is _ACH or outputs.new_context is not None)))
-            ):
-                # The usual case: the one callback owed, right context and data, final status.
-                # (statuses it documents, outputs written, phNewContext where due: CALL-14)
-                call[_CALLBACKS] = 1
-                call[_CHECKED] = True
-                sh.callbacks += 1
-                sh.final = status
-                sh.last_cb_final = True
-                if sh.state is _PN:
-                    sh.state = _DONE
-                self._append((next(self._seq), _monotonic(), tid, "callback", call[_OP], sh.number, None, status, ""))
-            else:
-                reg = sh.reg
-                current = reg is not None and reg[0] is user_callback
-                self._on_callback(sh, actx, data, status, tid, current)
-        finally:
-            if conc:
-                self._lock.release()
-        sh.in_callback = tid
-        try:
-            user_callback(actx, data)
-        finally:
-            sh.in_callback = None
-
     def _on_callback(self, sh: _Shadow, actx: Any, data: Any, status: int | None, tid: int, current: bool) -> None:
         sh.callbacks += 1
         call = None
@@ -1018,8 +1093,37 @@ class ContractMonitor(Adapter):
         fargs: tuple[Any, ...],
         caller_error: tuple[str, str] | None = None,
     ) -> int:
+        if caller_error is None and not self._concurrent and not self._inline:
+            sh = self._live.get(ctx)
+            if sh is not None and sh.state is _IDLE and (reg := sh.reg) is not None:
+                # The usual case: a notified queue on an idle context, which the table accepts.
+                # The call event's number is taken now so that, sorted by number, the trace shows
+                # the call before any callback it triggered.
+                seq = next(self._seq)
+                new = [op, outputs, True, reg[1], seq, 0, False, False, False, False, sh.in_callback is not None]
+                sh.tentative = new
+                if outputs is not None:
+                    outputs.written = False  # so that a write during queueing is visible (GEN-10)
+                try:
+                    result = forward(*fargs)
+                except BaseException:
+                    self._untentative(sh)
+                    raise
+                if (
+                    result == _OK and not new[_CALLBACKS] and not self._concurrent and not self._inline
+                    and ((prev := sh.call) is None or prev[_CALLBACKS] or not prev[_NOTIFY] or prev[_CANCELLED])
+                    and (outputs is None or not outputs.written)
+                ):
+                    sh.tentative = None
+                    sh.call = new
+                    sh.state = _PN
+                    sh.final = None
+                    sh.last_queue_failed = False
+                    self._append((seq, None, None, "call", op, sh.number, args, result, ""))
+                    return result
+                return self._judge_queue(op, ctx, sh, new, _E_QUEUE, _Q_NOTIFY[_IDLE], seq, None, result, args,
+                                         outputs, None)
         lock = self._lock
-        suspect = 0
         conc = self._concurrent
         if conc:
             lock.acquire()
@@ -1032,7 +1136,8 @@ class ContractMonitor(Adapter):
             # number, shows the call before any callback it triggered.
             seq = next(self._seq)
             start = _monotonic()
-            call = None
+            call: _Call | None = None
+            event, rule = _E_QUEUE, _Q_NOTIFY[_IDLE]  # (judged only when there is a shadow)
             if sh is not None:
                 reg = sh.reg
                 if reg is not None:
@@ -1052,15 +1157,39 @@ class ContractMonitor(Adapter):
             result = forward(*fargs)
         except BaseException:
             if sh is not None:
-                conc = self._concurrent
-                if conc:
-                    lock.acquire()
-                try:
-                    sh.tentative = None
-                finally:
-                    if conc:
-                        lock.release()
+                self._untentative(sh)
             raise
+        return self._judge_queue(op, ctx, sh, call, event, rule, seq, start, result, args, outputs, caller_error)
+
+    def _untentative(self, sh: _Shadow) -> None:
+        """The queue call raised: it queued nothing."""
+        conc = self._concurrent
+        if conc:
+            self._lock.acquire()
+        try:
+            sh.tentative = None
+        finally:
+            if conc:
+                self._lock.release()
+
+    def _judge_queue(
+        self,
+        op: str,
+        ctx: Any,
+        sh: _Shadow | None,
+        call: _Call | None,
+        event: Event,
+        rule: Rule,
+        seq: int,
+        start: float | None,
+        result: int,
+        args: tuple[Any, ...],
+        outputs: CallOutputs | None,
+        caller_error: tuple[str, str] | None,
+    ) -> int:
+        """Everything after the queue call returned, except the usual case handled inline."""
+        lock = self._lock
+        suspect = 0
         conc = self._concurrent
         if conc:
             lock.acquire()
