@@ -394,14 +394,27 @@ class NativeAdapter(Adapter):
         allocate: bool, extra: tuple[Any, ...],
     ) -> tuple[Callable[..., int], tuple[Any, ...]]:
         """Queue-time part of ISC/ASC: resolve handles, report misuse, mark the context busy."""
-        cred_ref = self._credential_ref(credential, call)
-        ctxt_ref = self._context_ref(context, call)
-        own_context = context if type(context) is NativeContext and context.owner == self._id else None
-        own_credential = (
-            credential if type(credential) is NativeCredential and credential.owner == self._id else None
-        )
-        if own_context is not None:
-            own_context.busy += 1
+        # The usual case inline (a live credential, an idle context of ours); anything
+        # else goes through the resolvers, which report the misuse.
+        own_credential: NativeCredential | None = None
+        if type(credential) is NativeCredential and credential.owner == self._id and not credential.freed:
+            own_credential, cred_ref = credential, credential.ref
+        else:
+            cred_ref = self._credential_ref(credential, call)
+            if type(credential) is NativeCredential and credential.owner == self._id:
+                own_credential = credential
+        own_context: NativeContext | None = None
+        if context is None:
+            ctxt_ref = None
+        else:
+            if type(context) is NativeContext and context.owner == self._id:
+                own_context = context
+                if context.deleted or context.busy:
+                    self._context_ref(context, call)  # reports CALL-26 / CALL-6
+                ctxt_ref = context.ref
+                context.busy += 1
+            else:
+                ctxt_ref = self._context_ref(context, call)
         return self._run_step, (call, cred_ref, ctxt_ref, own_context, own_credential, input, outputs, allocate,
                                 extra)
 

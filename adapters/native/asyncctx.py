@@ -166,21 +166,63 @@ class AsyncEngine:
         return handle.status if found.accept else found.refusal
 
     # ---- queueing (Section D.3) ---------------------------------------------------------
+    # Two variants of queue and completion: inline (no lock, the job runs now) and
+    # threaded (under the lock, the job runs on a worker).  They apply the same table
+    # columns in the same order; they are separate because this is the hottest path of
+    # the adapter and a per-step "if concurrent" costs measurably (docs/native.md).
     def queue(self, handle: Any, call: str, prepare: Prepare, args: tuple[Any, ...], *,
               is_delete: bool = False) -> int:
-        """Queue ``call``: ``prepare(*args)`` runs under the lock only once the queue is
-        accepted (so a refused queue changes nothing, OQ-5) and returns the job for the
-        worker as (function, arguments)."""
+        """Queue ``call``: ``prepare(*args)`` runs only once the queue is accepted (so a
+        refused queue changes nothing, OQ-5) and returns the job as (function, arguments)."""
         if self.closed:
             self._check_open()
         if type(handle) is not NativeAsyncContext or handle.owner != self._owner:
             self._resolve(handle, call)
             return st.SEC_E_INVALID_PARAMETER
-        ctx = handle
-        concurrent = self._concurrent
-        if concurrent:
-            self.lock.acquire()
+        if self._concurrent:
+            return self._queue_threaded(handle, call, prepare, args, is_delete)
+        if handle.callback is not None:
+            found = _ON_QUEUE[handle.state]
+        else:
+            found = (_ON_QUEUE_SD if is_delete else _ON_QUEUE_S)[handle.state]
+        if found.requirement:
+            self._note(found, call)
+        if not found.accept:
+            return found.refusal
+        function, arguments = prepare(*args)
+        handle.status = _PENDING
+        handle.state = found.next
+        handle.operation = call
+        self._inflight += 1
+        # OQ-2: the job runs, and the callback fires, before the queueing call returns.
         try:
+            result = function(*arguments)
+        except Exception as exc:  # an adapter bug must become a status, not escape the queue
+            result = self._crashed(exc, call)
+        before = handle.state
+        found = _ON_COMPLETE[before]
+        if found.requirement:
+            self._note(found, call)
+        if found.accept:
+            if before is not _ZOMBIE:
+                handle.status = result  # status first, then the callback (CTX-8)
+            handle.state = found.next
+            if found.next is _FREED:
+                self._contexts.discard(handle)  # deferred destruction (OQ-12, FREE-5)
+            if before is _PN:
+                try:
+                    handle.callback(handle, handle.data)
+                except Exception as exc:
+                    self._report(Violation("NOTIFY-1", f"the completion callback raised {exc!r}", "caller", call))
+        self._inflight -= 1  # _finished(), inline
+        if self._draining and not self._inflight:
+            with self.lock:
+                self._idle.notify_all()
+        return st.SEC_E_OK
+
+    def _queue_threaded(self, ctx: NativeAsyncContext, call: str, prepare: Prepare, args: tuple[Any, ...],
+                        is_delete: bool) -> int:
+        with self.lock:
             if ctx.callback is not None:
                 found = _ON_QUEUE[ctx.state]
             else:
@@ -194,15 +236,9 @@ class AsyncEngine:
             ctx.state = found.next
             ctx.operation = call
             self._inflight += 1
-            if concurrent and not self._threads:
+            if not self._threads:
                 self._start_workers()
-        finally:
-            if concurrent:
-                self.lock.release()
-        if not concurrent:
-            self._run(ctx, call, function, arguments)  # OQ-2: the callback may fire before the queue returns
-        else:
-            self._jobs.put((ctx, call, function, arguments))
+        self._jobs.put((ctx, call, function, arguments))
         return st.SEC_E_OK
 
     def _start_workers(self) -> None:
@@ -217,22 +253,24 @@ class AsyncEngine:
         while (item := get()) is not None:
             run(*item)
 
+    def _crashed(self, exc: Exception, call: str) -> int:
+        """An adapter bug in a job must not kill the worker (or the queue) silently."""
+        self._report(
+            Violation("GEN-5", f"native adapter could not run the synchronous twin: {exc!r}",
+                      Party.IMPLEMENTATION.value, call)
+        )
+        return st.SEC_E_INTERNAL_ERROR
+
     def _run(
         self, ctx: NativeAsyncContext, call: str, function: Callable[..., int], arguments: tuple[Any, ...]
     ) -> None:
+        """A worker runs one queued job and completes it."""
         try:
             result = function(*arguments)
-        except Exception as exc:  # an adapter bug must not kill the worker silently
-            self._report(
-                Violation("GEN-5", f"native adapter could not run the synchronous twin: {exc!r}",
-                          Party.IMPLEMENTATION.value, call)
-            )
-            result = st.SEC_E_INTERNAL_ERROR
+        except Exception as exc:
+            result = self._crashed(exc, call)
         callback = data = None
-        concurrent = self._concurrent
-        if concurrent:
-            self.lock.acquire()
-        try:
+        with self.lock:
             before = ctx.state
             found = _ON_COMPLETE[before]
             if found.requirement:
@@ -249,20 +287,14 @@ class AsyncEngine:
                     self._contexts.discard(ctx)  # deferred destruction (OQ-12, FREE-5)
             if callback is None:
                 self._finished()
+                return
+        try:
+            callback(ctx, data)
+        except Exception as exc:
+            self._report(Violation("NOTIFY-1", f"the completion callback raised {exc!r}", "caller", call))
         finally:
-            if concurrent:
-                self.lock.release()
-        if callback is not None:
-            try:
-                callback(ctx, data)
-            except Exception as exc:
-                self._report(Violation("NOTIFY-1", f"the completion callback raised {exc!r}", "caller", call))
-            finally:
-                if concurrent:
-                    with self.lock:
-                        self._finished()
-                else:
-                    self._finished()
+            with self.lock:
+                self._finished()
 
     def _finished(self) -> None:
         """One queued call is over, callback included (under the lock when threaded)."""

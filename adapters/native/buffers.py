@@ -93,6 +93,7 @@ class Overrun:
 
 
 _NO_OVERRUNS: list[Overrun] = []  # shared empty result; callers only iterate it
+_NO_BUFFERS: list[SecBuffer] = []  # what an idle frame points at (never mutated)
 
 
 def marshal(buffers: list[SecBuffer], allocate: bool = False, guard: int = DEFAULT_GUARD) -> CBufferDesc:
@@ -138,9 +139,9 @@ class CBufferDesc:
         self.huge = False  # a slot holds a block too large to keep after the call
         self.blocks: list[_Block | None] = [None] * count
         self.caps = [0] * count
-        self.buffers: list[SecBuffer] = []
+        self.buffers: list[SecBuffer] = _NO_BUFFERS
         self.guard = DEFAULT_GUARD
-        self.tail = b""
+        self.tail = _pattern(DEFAULT_GUARD)
 
     def pointer(self) -> object:
         """What to pass as the PSecBufferDesc argument (a reusable ``byref``)."""
@@ -148,36 +149,43 @@ class CBufferDesc:
 
     def fill(self, buffers: list[SecBuffer], allocate: bool, guard: int) -> None:
         """Lay ``buffers`` out for the call: data, zero padding up to the capacity, guard."""
-        self.guard = guard = max(16, guard)
-        self.tail = tail = _pattern(guard)
+        if guard != self.guard:
+            self.guard = guard = max(16, guard)
+            self.tail = _pattern(guard)
         self.buffers = buffers
-        blocks, caps = self.blocks, self.caps
-        fields = list(self.head)  # the library could have rewritten the descriptor last time
+        # The descriptor is rewritten too: the library could have changed it last time.
+        if self.count == 1:
+            self.layout.pack_into(self.memory, 0, *self.head, *self._slot(0, buffers[0], allocate), *_SENTINEL_ENTRY)
+            return
+        fields = list(self.head)
         for index in range(self.count):
-            buf = buffers[index]
-            data = buf.data
-            used = len(data)
-            size = buf.size
-            capacity = size if size is not None and size > used else used
-            if allocate or capacity <= 0:
-                caps[index] = 0
-                fields += (0, buf.type & 0xFFFFFFFF, 0)
-                continue
-            block = blocks[index]
-            if block is None or block.size < capacity + guard:
-                block = blocks[index] = _Block(capacity + guard)
-                if block.size > _KEPT_MAX:
-                    self.huge = True
-            store = block.store
-            store[0:used] = data
-            if capacity > used:
-                pad = capacity - used
-                store[used:capacity] = _ZEROS[:pad] if pad <= len(_ZEROS) else bytes(pad)
-            store[capacity:capacity + guard] = tail
-            caps[index] = capacity
-            fields += (capacity, buf.type & 0xFFFFFFFF, block.address)
+            fields += self._slot(index, buffers[index], allocate)
         fields += _SENTINEL_ENTRY
         self.layout.pack_into(self.memory, 0, *fields)
+
+    def _slot(self, index: int, buf: SecBuffer, allocate: bool) -> tuple[int, int, int]:
+        """Prepare slot ``index``'s memory; returns its (cbBuffer, BufferType, pvBuffer)."""
+        data = buf.data
+        used = len(data)
+        size = buf.size
+        capacity = size if size is not None and size > used else used
+        if allocate or capacity <= 0:
+            self.caps[index] = 0
+            return 0, buf.type & 0xFFFFFFFF, 0
+        guard = self.guard
+        block = self.blocks[index]
+        if block is None or block.size < capacity + guard:
+            block = self.blocks[index] = _Block(capacity + guard)
+            if block.size > _KEPT_MAX:
+                self.huge = True
+        store = block.store
+        store[0:used] = data
+        if capacity > used:
+            pad = capacity - used
+            store[used:capacity] = _ZEROS[:pad] if pad <= len(_ZEROS) else bytes(pad)
+        store[capacity:capacity + guard] = self.tail
+        self.caps[index] = capacity
+        return capacity, buf.type & 0xFFFFFFFF, block.address
 
     def finish(self, free: Callable[[int], int], *, inputs: bool) -> list[Overrun]:
         """After the call: guard check, read-back and copy-back into the caller's
@@ -212,7 +220,10 @@ class CBufferDesc:
                     data: bytes = block.c[:min(cb, capacity + self.guard)] if capacity else b""  # type: ignore[union-attr,assignment]
                     target.data = data
                     target.size = None if len(data) == cb else cb
-                self._release()
+                self.buffers = _NO_BUFFERS
+                if self.huge:
+                    self._drop_huge()
+                self.pool.append(self)
                 return _NO_OVERRUNS
         found = self._overruns(entries)
         self._copy_back(entries, free, inputs)
@@ -286,11 +297,15 @@ class CBufferDesc:
         return None
 
     def _release(self) -> None:
-        self.buffers = []
-        if self.huge:  # a fuzzer's huge buffer must not stay pinned in the pool
-            self.huge = False
-            for index in range(self.count):
-                block = self.blocks[index]
-                if block is not None and block.size > _KEPT_MAX:
-                    self.blocks[index] = None
+        self.buffers = _NO_BUFFERS
+        if self.huge:
+            self._drop_huge()
         self.pool.append(self)
+
+    def _drop_huge(self) -> None:
+        """A fuzzer's huge buffer must not stay pinned in the pool."""
+        self.huge = False
+        for index in range(self.count):
+            block = self.blocks[index]
+            if block is not None and block.size > _KEPT_MAX:
+                self.blocks[index] = None

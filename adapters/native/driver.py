@@ -69,7 +69,8 @@ class AsyncCaller:
         if queued != st.SEC_E_OK:
             return queued
         self._used = True
-        if not self._done.acquire(timeout=timeout):
+        # Inline completion has already released the lock; only a pending call waits.
+        if not self._done.acquire(False) and not self._done.acquire(timeout=timeout):
             raise CallTimeout(f"no completion callback within {timeout}s")
         return adapter.get_async_call_status(self.ctx)
 
