@@ -545,8 +545,8 @@ class AsyncSspiMachine(RuleBasedStateMachine):
             arrived = self.t.wait_callbacks(a, expected, timeout)
         else:
             arrived = self.t.wait_not_pending(a, timeout)
-        self._record({"wait": a, "timeout_ms": int(timeout * 1000)})
         if not arrived:
+            self._record({"wait": a, "timeout_ms": int(timeout * 1000)})
             # Notified: the callback never came (OQ-13); silent: the status never became final.
             requirement = "OQ-13" if state is State.PENDING_NOTIFY else "CTX-8"
             self._fail(requirement, f"the call queued on {a} did not complete within {timeout:.1f} s")
@@ -661,6 +661,11 @@ class AsyncSspiMachine(RuleBasedStateMachine):
         for name in names:
             if self.diverged:
                 return
+            if before[name] is not State.ZOMBIE:
+                # Scenario runners bind a call's outputs (credential, context, token) when they
+                # observe its completion: a wait makes that explicit right where it happened
+                # (and, in threaded mode, makes the replay wait for the callback).
+                self._record({"wait": name, "timeout_ms": 1000})
             self._check_callbacks(name, before[name])
             if self.diverged:
                 return
