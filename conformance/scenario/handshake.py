@@ -277,7 +277,9 @@ class HandshakeSteps(RunCore):
             return  # same input, new credential (SCH-12): the buffer stays as it is
         if status in (COMPLETE_NEEDED, COMPLETE_AND_CONTINUE):
             self._complete_token(who, sides[who], leg)
-            status = OK if status == COMPLETE_NEEDED else CONTINUE
+            # Completed: the side stands where SEC_E_OK / CONTINUE_NEEDED would have left it
+            # (``legs`` still shows what the leg returned).
+            status = party.final = OK if status == COMPLETE_NEEDED else CONTINUE
         if status == CONTINUE:
             consumed = len(party.inbox) - leg.extra if leg.sent >= 0 else 0
             self._keep_tail(party, leg)
