@@ -383,7 +383,11 @@ class NativeAdapter(Adapter):
         credential = None
         if status == st.SEC_E_OK or lower or upper:
             credential = NativeCredential(lower, upper, package or "", self._id)
-            self._credentials.add(credential)  # a set add is atomic; close() copies under the lock
+            if self._concurrent:  # close() copies the set under the lock
+                with self._lock:
+                    self._credentials.add(credential)
+            else:
+                self._credentials.add(credential)
         outputs.credential = credential
         outputs.expiry = None if expiry == _EXPIRY_SENTINEL else expiry
         outputs.written = True
