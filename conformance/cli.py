@@ -87,10 +87,13 @@ def print_load_errors(errors: Sequence[Any], out: TextIO) -> None:
 
 def add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="*", metavar="PATHS", help="scenario files or folders (default: scenarios/)")
-    parser.add_argument("--adapter", default="simulator", help="implementation to test (default: simulator)")
+    parser.add_argument("--adapter", default=None,
+                        help="implementation to test (default: the profile's adapter, else simulator)")
     parser.add_argument("--adapter-option", action="append", default=[], metavar="K=V",
                         help="adapter option (repeatable)")
-    parser.add_argument("--profile", metavar="P", help="implementation profile: name or file")
+    parser.add_argument("--profile", metavar="P",
+                        help="implementation profile: a built-in name (simulator-kernel, simulator-user, "
+                             "sspi-rs) or a file")
     parser.add_argument("-k", dest="keyword", metavar="EXPR", help="select scenarios by id, tag or requirement")
     parser.add_argument("-n", dest="workers", metavar="N", help="parallel workers (pytest-xdist), or 'auto'")
     parser.add_argument("--report-dir", default="reports", metavar="DIR", help="report folder (default: reports)")
@@ -112,11 +115,15 @@ def pytest_args(args: argparse.Namespace, paths: Sequence[Path]) -> list[str]:
     # workers, which re-parse these arguments, load it too.
     from conformance.pytest_plugin import RUN_FLAGS, plugin_args
 
-    argv = [*plugin_args(), *RUN_FLAGS, "-q", "--adapter", args.adapter, "--report-dir", str(args.report_dir)]
+    argv = [*plugin_args(), *RUN_FLAGS, "-q", "--report-dir", str(args.report_dir)]
+    if args.adapter:
+        argv += ["--adapter", args.adapter]
     for pair in args.adapter_option:
         argv += ["--adapter-option", pair]
     if args.profile:
-        argv += ["--profile", args.profile]
+        argv += ["--profile", str(args.profile)]
+    if getattr(args, "strict", False):
+        argv.append("--strict-levels")
     if args.keyword:
         argv += ["-k", args.keyword]
     if args.workers is not None:
@@ -136,13 +143,29 @@ def pytest_args(args: argparse.Namespace, paths: Sequence[Path]) -> list[str]:
 
 
 def counts_as_failure(result: Any, strict: bool) -> bool:
-    """Level grading: a plain ``fail`` of a should/may scenario fails the run only with --strict.
-
-    Crashes, hangs, harness errors and stale profile expectations (xpass) always fail.
-    """
-    from conformance.reports.text import fails_run
+    """Level grading, as conformance/policy.py decides (docs/ci.md)."""
+    from conformance.policy import fails_run
 
     return fails_run(result, strict)
+
+
+def load_profile_arg(value: str | None) -> Any:
+    """``--profile`` loaded, or None; a missing or malformed profile is a usage error (located)."""
+    if not value:
+        return None
+    from conformance.profile import ProfileError, load
+
+    try:
+        return load(value)
+    except (ProfileError, ValueError) as exc:
+        raise UsageError(f"--profile: {exc}") from None
+
+
+def run_adapter(explicit: str | None, profile: Any) -> str:
+    if profile is not None and profile.adapter and explicit and explicit != profile.adapter:
+        raise UsageError(f"--profile {profile.name} describes adapter {profile.adapter!r}, not {explicit!r} "
+                         "(drop --adapter or pick another profile)")
+    return explicit or (profile.adapter if profile is not None and profile.adapter else "simulator")
 
 
 def print_summary(results: Sequence[Any], strict: bool, elapsed: float, report_dir: Path, out: TextIO) -> None:
@@ -157,7 +180,9 @@ def print_summary(results: Sequence[Any], strict: bool, elapsed: float, report_d
         if n:
             print(f"  {verdict:<{width}}  {n:>5}", file=out)
     failing = [r for r in results if counts_as_failure(r, strict)]
-    graded = [r for r in results if r.verdict.value == "fail" and not counts_as_failure(r, strict)]
+    from conformance.policy import is_graded_out
+
+    graded = [r for r in results if is_graded_out(r, strict)]
     if failing:
         print("failures:", file=out)
         for r in failing:
@@ -180,14 +205,19 @@ def execute_run(args: argparse.Namespace, out: TextIO) -> RunOutcome:
     from conformance.reports.jsonl import RESULTS_NAME, read_results
 
     paths = corpus_paths(args.paths)
-    options = parse_options(args.adapter_option)
+    profile = load_profile_arg(args.profile)
+    if profile is not None:
+        args.profile = str(Path(profile.file).resolve())  # workers load the same file, whatever the working directory
+    adapter = run_adapter(args.adapter, profile)
+    options = dict(profile.adapter_options) if profile is not None else {}
+    options.update(parse_options(args.adapter_option))
     if args.workers is not None and args.workers != "auto" and not str(args.workers).isdigit():
         raise UsageError(f"-n expects a number of workers or 'auto', got {args.workers!r}")
     if args.scenario_timeout_ms is not None and args.scenario_timeout_ms <= 0:
         raise UsageError("--scenario-timeout-ms must be positive")
     if args.repeat < 1:
         raise UsageError("--repeat must be at least 1")
-    check_adapter(args.adapter, options)
+    check_adapter(adapter, options)
     report_dir = Path(args.report_dir).resolve()
     args.report_dir = report_dir
     results_path = report_dir / RESULTS_NAME
@@ -208,8 +238,9 @@ def execute_run(args: argparse.Namespace, out: TextIO) -> RunOutcome:
     if not results:
         print("sspi-conformance: no result recorded", file=sys.stderr)
         return RunOutcome(EXIT_INTERNAL, results)
-    failed = any(counts_as_failure(r, args.strict) for r in results)
-    return RunOutcome(EXIT_FAILURES if failed else EXIT_OK, results)
+    from conformance.policy import exit_code
+
+    return RunOutcome(exit_code(results, args.strict), results)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -224,6 +255,21 @@ def add_list(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output (docs/cli.md)")
     parser.add_argument("--requirements", action="store_true",
                         help="the coverage matrix: every catalogue ID and the scenarios citing it")
+    parser.add_argument("--profile", metavar="P",
+                        help="show what a profile does with each scenario (run, skip, xfail, unsupported)")
+
+
+def profile_disposition(profile: Any, scenario: Any) -> str:
+    """``run``, ``skip: why``, ``xfail: why`` or ``unsupported: ...`` under ``profile``."""
+    from conformance.pytest_plugin import completion_modes
+
+    expectation = profile.expectation_for(scenario.id)
+    if expectation is not None and expectation.kind == "skip":
+        return expectation.describe()
+    missing = profile.missing(scenario.needs, completion_modes(scenario))
+    if missing:
+        return f"unsupported: profile does not declare {', '.join(missing)}"
+    return expectation.describe() if expectation is not None else "run"
 
 
 def scenario_entry(scenario: Any) -> dict[str, Any]:
@@ -260,6 +306,7 @@ def requirement_matrix(scenarios: Sequence[Any]) -> dict[str, Any]:
 def cmd_list(args: argparse.Namespace) -> int:
     from conformance.scenario.loader import load_corpus
 
+    profile = load_profile_arg(args.profile)
     scenarios, errors = load_corpus(corpus_paths(args.paths))
     scenarios = sorted(scenarios, key=lambda s: s.id)
     if args.requirements:
@@ -273,11 +320,16 @@ def cmd_list(args: argparse.Namespace) -> int:
                 print(f"{rid:<10} {len(ids):>3}  {', '.join(ids)}  (not in the catalogue)")
             print(f"{matrix['covered']} of {matrix['total']} requirements covered", file=sys.stderr)
     elif args.json:
-        print(json.dumps({"scenarios": [scenario_entry(s) for s in scenarios]}, indent=2))
+        entries = [scenario_entry(s) for s in scenarios]
+        if profile is not None:
+            for entry, scenario in zip(entries, scenarios, strict=True):
+                entry["profile"] = profile_disposition(profile, scenario)
+        print(json.dumps({"scenarios": entries}, indent=2))
     else:
         width = max((len(s.id) for s in scenarios), default=2)
         for s in scenarios:
-            print(f"{s.id:<{width}}  {s.level:<6}  {','.join(s.requirements):<24}  {s.title}")
+            extra = f"  [{profile_disposition(profile, s)}]" if profile is not None else ""
+            print(f"{s.id:<{width}}  {s.level:<6}  {','.join(s.requirements):<24}  {s.title}{extra}")
         print(f"{len(scenarios)} scenarios", file=sys.stderr)
     print_load_errors(errors, sys.stderr)
     return EXIT_USAGE if errors else EXIT_OK
@@ -382,6 +434,74 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# ---- bless ---------------------------------------------------------------------------------------
+
+
+def add_bless(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", required=True, metavar="FILE",
+                        help="the profile to rewrite (a file, or a built-in name)")
+    parser.add_argument("--results", default="reports/results.jsonl", metavar="FILE",
+                        help="results of the last run (default: reports/results.jsonl)")
+    parser.add_argument("--no-pin", action="store_true", help="add new xfail entries without pinning their failure")
+    parser.add_argument("--check", action="store_true",
+                        help="change nothing; exit 1 when the profile is not up to date with the results")
+
+
+def cmd_bless(args: argparse.Namespace) -> int:
+    """Exit 0: rewritten (or already current); 1: --check found changes; 2: usage or input errors."""
+    from conformance.bless import bless
+    from conformance.profile import ProfileError, resolve
+    from conformance.reports.jsonl import JsonlError, read_results
+
+    try:
+        path = resolve(args.profile)
+    except ValueError as exc:
+        raise UsageError(f"--profile: {exc}") from None
+    results_path = Path(args.results)
+    if not results_path.is_file():
+        raise UsageError(f"--results: no such file: {results_path} (run the suite first)")
+    try:
+        results = read_results(results_path)
+    except (JsonlError, OSError) as exc:
+        raise UsageError(f"--results: {exc}") from None
+    if not results:
+        raise UsageError(f"--results: {results_path} holds no result")
+    try:
+        report = bless(path, results, pin_new=not args.no_pin, dry_run=args.check)
+    except ProfileError as exc:
+        raise UsageError(f"--profile: {exc}") from None
+    for line in report.lines():
+        print(line)
+    if args.check:
+        return EXIT_FAILURES if report.changed else EXIT_OK
+    print(f"{'rewrote' if report.changed else 'unchanged:'} {path}", file=sys.stderr)
+    return EXIT_OK
+
+
+# ---- report --------------------------------------------------------------------------------------
+
+
+def add_report(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", nargs="+", metavar="RESULTS",
+                        help="results.jsonl files (or report folders holding one), one per implementation run")
+    parser.add_argument("--out", default="matrix", metavar="DIR", help="output folder (default: matrix)")
+    parser.add_argument("--strict", action="store_true", help="grade should/may-level failures as failing")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Exit 0: matrix written; 2: unreadable input."""
+    from conformance.matrix import MatrixError, build_matrix, write_matrix
+
+    try:
+        matrix = build_matrix([Path(p) for p in args.results], strict=args.strict)
+    except MatrixError as exc:
+        raise UsageError(str(exc)) from None
+    paths = write_matrix(matrix, Path(args.out))
+    print(f"{len(matrix.scenarios)} scenarios x {len(matrix.runs)} runs: "
+          f"{', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    return EXIT_OK
+
+
 # ---- entry point ---------------------------------------------------------------------------------
 
 
@@ -402,6 +522,10 @@ COMMANDS: list[Command] = [
     Command("diff", "run scenarios on two adapters and report the first divergence", add_diff, cmd_diff),
     Command("fuzz", "property-based fuzzing of call order and completion timing (docs/fuzzing.md)", add_fuzz,
             cmd_fuzz),
+    Command("bless", "rewrite a profile's expectations from the last run's results (docs/ci.md)", add_bless,
+            cmd_bless),
+    Command("report", "merge several runs into one scenario x implementation matrix (HTML, Markdown)", add_report,
+            cmd_report),
 ]
 
 

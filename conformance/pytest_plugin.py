@@ -33,12 +33,14 @@ from conformance.results import ScenarioResult, Verdict
 
 if TYPE_CHECKING:
     from adapters.api import Adapter
+    from conformance.profile import Profile
     from conformance.scenario.model import Scenario
 
 ENTRY_POINT_NAME = "sspi_conformance"
 SCENARIO_SUFFIXES = frozenset({".yaml", ".yml"})
 SCENARIO_DIR_NAME = "scenarios"
 _WORKER_KEY = "sspi_conformance_report_dir"
+DEFAULT_ADAPTER = "simulator"
 
 
 def entry_point_installed() -> bool:
@@ -83,18 +85,33 @@ class Settings:
     scenario_roots: list[Path]
     keep_trace: bool = False
     repeat: int = 1
+    strict: bool = False  # should/may-level failures fail the run too (conformance/policy.py)
+    loaded_profile: Profile | None = None
     # Controller state: whether this session runs scenarios (then reports are written).
     prepared: bool = False
     results: list[ScenarioResult] = field(default_factory=list)
     report_error: str = ""
     seen_ids: dict[str, str] = field(default_factory=dict)
     report_dir_made: bool = False
+    failed_reports: int = 0  # controller: failed test reports seen (xdist replays workers' here)
+    failed_other: int = 0  # ... of which not from a scenario item
 
     def adapter_factory(self) -> Callable[[], Adapter]:
         from adapters.registry import create_adapter
 
         name, options = self.adapter, dict(self.adapter_options)
-        return lambda: create_adapter(name, options)
+        caps = self.loaded_profile.capabilities if self.loaded_profile is not None else None
+        if caps is None:
+            return lambda: create_adapter(name, options)
+
+        def create() -> Adapter:
+            adapter = create_adapter(name, options)
+            # The profile's claims replace the adapter's for this run (docs/ci.md): the
+            # executor and the monitor ask capabilities(), so answer for the instance.
+            setattr(adapter, "capabilities", lambda: caps)  # noqa: B010 - shadowing a method on purpose
+            return adapter
+
+        return create
 
 
 SETTINGS = pytest.StashKey[Settings]()
@@ -121,12 +138,14 @@ def parse_adapter_options(pairs: list[str]) -> dict[str, str]:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("sspi-conformance", "async SSPI conformance scenarios")
-    group.addoption("--adapter", default="simulator", metavar="NAME",
-                    help="implementation to test: simulator (default), native, remote")
+    group.addoption("--adapter", default=None, metavar="NAME",
+                    help="implementation to test: simulator (default, or the profile's adapter), native, remote")
     group.addoption("--adapter-option", action="append", default=[], metavar="KEY=VALUE",
                     help="option passed to the adapter (repeatable)")
     group.addoption("--profile", default=None, metavar="NAME|FILE",
-                    help="implementation profile (expected failures and skips)")
+                    help="implementation profile, built-in name or file: claims, status map, expectations")
+    group.addoption("--strict-levels", action="store_true",
+                    help="should/may-level failures fail the run too (default: only must-level ones)")
     group.addoption("--report-dir", default="reports", metavar="DIR",
                     help="where results.jsonl, junit.xml, summary.md and report.html go (default: reports)")
     group.addoption("--scenario-timeout-ms", type=int, default=None, metavar="MS",
@@ -139,10 +158,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="collect scenario YAML under PATH even outside a 'scenarios' folder (repeatable)")
 
 
+def load_profile_option(value: str | None) -> Profile | None:
+    """The ``--profile`` value loaded; UsageError (with the located problem) when unusable."""
+    if not value:
+        return None
+    from conformance.profile import ProfileError, load
+
+    try:
+        return load(value)
+    except (ProfileError, ValueError) as exc:
+        raise pytest.UsageError(f"--profile: {exc}") from None
+
+
+def resolve_adapter(explicit: str | None, profile: Profile | None) -> str:
+    """``--adapter`` when given, else the profile's adapter, else the simulator."""
+    if profile is not None and profile.adapter and explicit and explicit != profile.adapter:
+        raise pytest.UsageError(f"--profile {profile.name} describes adapter {profile.adapter!r}, "
+                                f"not {explicit!r} (drop --adapter or pick another profile)")
+    return explicit or (profile.adapter if profile is not None and profile.adapter else DEFAULT_ADAPTER)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     from adapters.registry import ADAPTERS
 
-    adapter = config.getoption("adapter")
+    profile = load_profile_option(config.getoption("profile"))
+    adapter = resolve_adapter(config.getoption("adapter"), profile)
     if adapter not in ADAPTERS:
         raise pytest.UsageError(f"--adapter: unknown adapter {adapter!r} (known: {', '.join(ADAPTERS)})")
     timeout = config.getoption("scenario_timeout_ms")
@@ -160,19 +200,25 @@ def pytest_configure(config: pytest.Config) -> None:
     for root in roots:
         if not root.exists():
             raise pytest.UsageError(f"--scenarios: no such file or directory: {root}")
+    options = dict(profile.adapter_options) if profile is not None else {}
+    options.update(parse_adapter_options(config.getoption("adapter_option")))  # the command line wins
     config.stash[SETTINGS] = Settings(
         adapter=adapter,
-        adapter_options=parse_adapter_options(config.getoption("adapter_option")),
-        profile=config.getoption("profile"),
+        adapter_options=options,
+        profile=profile.name if profile is not None else None,
         report_dir=report_dir,
         timeout_ms=timeout,
         scenario_roots=roots,
         keep_trace=config.getoption("keep_trace"),
         repeat=repeat,
+        strict=config.getoption("strict_levels"),
+        loaded_profile=profile,
     )
     _add_scenario_roots(config, roots)
-    if not is_worker(config) and config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(CrashRecorder(config), "sspi-conformance-crash-recorder")
+    if not is_worker(config):
+        config.pluginmanager.register(FailureCounter(config.stash[SETTINGS]), "sspi-conformance-failures")
+        if config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(CrashRecorder(config), "sspi-conformance-crash-recorder")
 
 
 def _add_scenario_roots(config: pytest.Config, roots: list[Path]) -> None:
@@ -270,6 +316,27 @@ class ScenarioItem(pytest.Item):
         return self.path, max(self.scenario.line - 1, 0), f"scenario {self.scenario.id}"
 
     def _execute(self, settings: Settings) -> ScenarioResult:
+        profile = settings.loaded_profile
+        if profile is None:
+            return self._run(settings, None)
+        from conformance.profile import apply, skipped, unsupported
+
+        scenario = self.scenario
+        expectation = profile.expectation_for(scenario.id)
+        if expectation is not None and expectation.kind == "skip":
+            return skipped(self._blank(settings, Verdict.SKIP), expectation)
+        missing = profile.missing(scenario.needs, completion_modes(scenario))
+        if missing:
+            return unsupported(self._blank(settings, Verdict.UNSUPPORTED), profile, missing)
+        return apply(profile, self._run(settings, profile.status_map or None), scenario.needs)
+
+    def _blank(self, settings: Settings, verdict: Verdict) -> ScenarioResult:
+        scenario = self.scenario
+        return ScenarioResult(id=scenario.id, title=scenario.title, file=str(scenario.file), verdict=verdict,
+                              adapter=settings.adapter, level=scenario.level,
+                              requirements=list(scenario.requirements), tags=list(scenario.tags))
+
+    def _run(self, settings: Settings, status_map: dict[int, int] | None) -> ScenarioResult:
         scenario = self.scenario
         if settings.timeout_ms is not None:
             scenario = replace(scenario, timeout_ms=settings.timeout_ms)
@@ -282,7 +349,7 @@ class ScenarioItem(pytest.Item):
                 scenario,
                 settings.adapter_factory(),
                 adapter_name=settings.adapter,
-                profile_status_map=None,  # filled from settings.profile once profiles exist
+                profile_status_map=status_map,
                 **extra,
             )
         except Exception as exc:  # run_scenario must not raise; if it does, it is a harness error
@@ -321,6 +388,13 @@ class ScenarioItem(pytest.Item):
         if self.config.getoption("fulltrace", False):
             return str(super().repr_failure(excinfo, style))
         return f"harness error in scenario {self.scenario.id}: {excinfo.type.__name__}: {excinfo.value}"
+
+
+def completion_modes(scenario: Scenario) -> tuple[str, ...]:
+    """The completion modes a scenario switches to (``completion:`` and ``mode`` steps)."""
+    modes = [scenario.completion] if scenario.completion else []
+    modes += [str(getattr(step.args, "mode", "")) for step in scenario.steps if step.action == "mode"]
+    return tuple(dict.fromkeys(m for m in modes if m))
 
 
 # ---- results and reports -------------------------------------------------------------------------
@@ -381,6 +455,20 @@ def crash_result(nodeid: str, settings: Settings, rootpath: Path, detail: str) -
     return result
 
 
+class FailureCounter:
+    """Controller: counts failed reports, so the exit status may follow level grading only
+    when every failure came from a scenario item (see pytest_sessionfinish)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.failed:
+            self.settings.failed_reports += 1
+            if ".yaml::" not in report.nodeid and ".yml::" not in report.nodeid:
+                self.settings.failed_other += 1
+
+
 class CrashRecorder:
     """xdist controller: a worker that dies mid-scenario (an in-process implementation that
     crashed) leaves no result line; record the scenario as ``crashed`` so reports show it."""
@@ -406,14 +494,23 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     settings = settings_of(config)
     if not settings.prepared:
         return
+    from conformance.policy import exit_code
     from conformance.reports import write_reports
     from conformance.reports.jsonl import read_results
 
     try:
         settings.results = read_results(settings.report_dir / RESULTS_NAME)
-        write_reports(settings.report_dir, settings.results)
+        write_reports(settings.report_dir, settings.results, strict=settings.strict)
     except Exception as exc:  # a reporting problem must not hide the run's own outcome
         settings.report_error = f"{type(exc).__name__}: {exc}"
+        return
+    # Level grading (conformance/policy.py): when every failed test is a scenario, the exit
+    # status is the policy's, so a should/may-level failure alone leaves it 0 without
+    # --strict-levels.  Any other failure (a collection error, a self-test) keeps pytest's.
+    # session.testsfailed also counts collection errors, which never reach the counter.
+    only_scenarios = settings.failed_other == 0 and session.testsfailed == settings.failed_reports
+    if session.exitstatus == pytest.ExitCode.TESTS_FAILED and only_scenarios and settings.results:
+        session.exitstatus = pytest.ExitCode(exit_code(settings.results, settings.strict))
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -424,7 +521,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     if settings.report_error:
         terminalreporter.write_line(f"sspi-conformance: reports not written: {settings.report_error}", red=True)
-    else:
-        terminalreporter.write_line(
-            f"sspi-conformance: {len(settings.results)} results, reports in {settings.report_dir}"
-        )
+        return
+    from conformance.policy import is_graded_out
+
+    terminalreporter.write_line(f"sspi-conformance: {len(settings.results)} results, reports in {settings.report_dir}")
+    graded = sum(is_graded_out(r, settings.strict) for r in settings.results)
+    if graded:
+        terminalreporter.write_line(f"sspi-conformance: {graded} should/may-level failure(s) do not fail the run "
+                                    "(--strict-levels makes them)")

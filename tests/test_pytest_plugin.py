@@ -145,8 +145,9 @@ def test_options_are_validated_and_recorded(pytester: pytest.Pytester) -> None:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "unknown adapter 'nonesuch'" in result.stderr.str()
     assert run(pytester, "--adapter-option", "novalue").ret == pytest.ExitCode.USAGE_ERROR
-    run(pytester, "--profile", "my-profile", "--report-dir", "out").assert_outcomes(passed=1)
-    assert results(pytester, "out")[0]["profile"] == "my-profile"
+    assert run(pytester, "--profile", "no-such-profile").ret == pytest.ExitCode.USAGE_ERROR
+    run(pytester, "--profile", "simulator-kernel", "--report-dir", "out").assert_outcomes(passed=1)
+    assert results(pytester, "out")[0]["profile"] == "simulator-kernel"
 
 
 def test_scenario_timeout_option_bounds_a_sleeping_scenario(pytester: pytest.Pytester) -> None:

@@ -26,11 +26,14 @@ def write_reports(
     report_dir: str | Path,
     results: Sequence[ScenarioResult] | None = None,
     catalogue: Mapping[str, object] | None = _UNSET,
+    *,
+    strict: bool = False,
 ) -> dict[str, Path]:
     """Write junit.xml, summary.md and report.html into ``report_dir``; return their paths.
 
     ``results`` defaults to the contents of ``report_dir/results.jsonl``; ``catalogue``
-    defaults to the project's requirement catalogue (pass None to report without one).
+    defaults to the project's requirement catalogue (pass None to report without one);
+    ``strict`` is the run's level grading (conformance/policy.py) for the summary headline.
     """
     directory = Path(report_dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -45,7 +48,7 @@ def write_reports(
         "html": directory / HTML_NAME,
     }
     junit.write(paths["junit"], results)
-    markdown.write(paths["summary"], results, catalogue, rows)
+    markdown.write(paths["summary"], results, catalogue, rows, strict=strict)
     html.write(paths["html"], results, catalogue, rows)
     return paths
 

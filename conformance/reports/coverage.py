@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from conformance.policy import FAILING
 from conformance.reports.text import VERDICT_ORDER
-from conformance.results import FAILING, ScenarioResult, Verdict
+from conformance.results import ScenarioResult, Verdict
 
 _RANK = {v: i for i, v in enumerate(VERDICT_ORDER)}  # lower = worse
 

@@ -30,10 +30,12 @@ def render(
     results: Sequence[ScenarioResult],
     catalogue: Mapping[str, object] | None = None,
     rows: list[CoverageRow] | None = None,
+    *,
+    strict: bool = False,
 ) -> str:
     tally = counts(results)
     failing = [r for r in results if is_failing(r)]
-    graded = [r for r in failing if not fails_run(r)]
+    graded = [r for r in failing if not fails_run(r, strict)]
     adapters = sorted({r.adapter for r in results if r.adapter})
     out = ["# SSPI conformance summary", ""]
     headline = "FAILED" if len(failing) > len(graded) else "PASSED"
@@ -72,9 +74,11 @@ def write(
     results: Sequence[ScenarioResult],
     catalogue: Mapping[str, object] | None = None,
     rows: list[CoverageRow] | None = None,
+    *,
+    strict: bool = False,
 ) -> None:
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(render(results, catalogue, rows))
+        handle.write(render(results, catalogue, rows, strict=strict))
 
 
 __all__ = ["cell", "render", "write"]

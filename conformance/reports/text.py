@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from pathlib import PurePath
 
 from adapters.status import describe
-from conformance.results import FAILING, ScenarioResult, TraceEvent, Verdict
+from conformance.policy import fails_run, is_failing
+from conformance.results import ScenarioResult, TraceEvent, Verdict
 
 # Report order: worst first, so tables read top-down by urgency.
 VERDICT_ORDER: tuple[Verdict, ...] = (
@@ -46,18 +47,6 @@ def counts(results: Iterable[ScenarioResult]) -> dict[str, int]:
     """How many results per verdict, every verdict present (zeros included), in report order."""
     tally = Counter(r.verdict for r in results)
     return {v.value: tally.get(v, 0) for v in VERDICT_ORDER}
-
-
-def is_failing(result: ScenarioResult) -> bool:
-    return result.verdict in FAILING
-
-
-def fails_run(result: ScenarioResult, strict: bool = False) -> bool:
-    """Level grading (docs/cli.md): a plain ``fail`` of a should/may scenario fails the run
-    only when strict; crashes, hangs, harness errors and xpass always do."""
-    if result.verdict not in FAILING:
-        return False
-    return strict or result.verdict is not Verdict.FAIL or result.level == "must"
 
 
 def reason(result: ScenarioResult) -> str:
