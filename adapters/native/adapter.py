@@ -439,7 +439,11 @@ class NativeAdapter(Adapter):
             in_desc = marshal(input, False, guard) if input is not None else None
             out_list = outputs.output
             out_desc = marshal(out_list, allocate, guard) if out_list is not None else None
-            scratch = _take_scratch()
+            try:  # _take_scratch(), inline
+                scratch = _SCRATCH.pop()
+                scratch.store[:] = _OUT_INITIAL
+            except IndexError:
+                scratch = _Scratch()
             if call is _ISC:
                 target, req, reserved1, target_data_rep, reserved2 = extra
                 status: int = self._fns["InitializeSecurityContextW"](  # type: ignore[misc]

@@ -11,13 +11,14 @@ Memory the library allocated (ISC_REQ_ALLOCATE_MEMORY, or a NULL ``pvBuffer`` it
 to fill) is read and released with FreeContextBuffer exactly once (SCH-8).
 
 Speed (docs/native.md, Performance): the C side of a call is reused, as a C caller
-reuses its stack frame.  A :class:`_Frame` (SecBufferDesc + SecBuffer array + a
-``byref`` to it) is pooled per buffer count, and buffer memory is pooled per power-of-two
-size class as a ``bytearray`` seen by C through a ``c_char`` array over it, so filling it
-(data, zero padding, guard pattern) is three slice assignments and the guard check is one
-bytes comparison.  The whole SecBuffer array is written and read with one ``struct``
-pack/unpack.  Pools are plain lists (``pop``/``append`` are atomic under the GIL), so
-worker threads share them without a lock.
+reuses its stack frame.  A :class:`CBufferDesc` (SecBufferDesc, SecBuffer array and
+sentinel in one C structure, plus a ``byref`` to it) is pooled per buffer count, and each
+of its slots keeps its memory: a ``bytearray`` seen by C through a ``c_char`` array, so
+filling it (data, zero padding, guard pattern) is three slice assignments and the guard
+check is one bytes comparison.  Descriptor and array are written with one ``struct`` pack
+and read with one unpack.  Pools are plain lists (``pop``/``append`` are atomic under the
+GIL), so worker threads share them without a lock.  Nothing from an earlier call is
+visible to the library: padding is zeroed and guard and sentinel rewritten every time.
 """
 
 from __future__ import annotations
@@ -106,7 +107,11 @@ def marshal(buffers: list[SecBuffer], allocate: bool = False, guard: int = DEFAU
         desc = pool.pop()
     except IndexError:  # none free (or another thread took the last one)
         desc = CBufferDesc(count, pool)
-    desc.fill(buffers, allocate, guard)
+    if count == 1 and guard == desc.guard:  # fill(), for the usual single buffer
+        desc.buffers = buffers
+        desc.layout.pack_into(desc.memory, 0, *desc.head, *desc._slot(0, buffers[0], allocate), *_SENTINEL_ENTRY)
+    else:
+        desc.fill(buffers, allocate, guard)
     return desc
 
 
