@@ -252,8 +252,8 @@ class HandshakeSteps(RunCore):
             leg.alert = bytes(alert.data[: alert.cb])
         extra = bufs.first_of(input, SECBUFFER_EXTRA)
         missing = bufs.first_of(input, SECBUFFER_MISSING)
-        if extra is not None:
-            leg.extra = extra.cb
+        if extra is not None and data is not None:
+            leg.extra = max(0, min(extra.cb, len(data)))  # C.4 #2: never more than the input
         if missing is not None:
             leg.missing = missing.cb
         return leg
