@@ -312,3 +312,31 @@ def test_handshake_drives_deferred_and_threaded_completion(tmp_path: Path, mode:
 """
     result = _run(_scenario(tmp_path, steps), mode=mode)
     assert result.verdict is Verdict.PASS, result.message
+
+
+# ---- the corpus catches broken packages ---------------------------------------------------------------------
+CORPUS = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+def _corpus_verdict(name: str, profile: str = "kernel") -> ScenarioResult:
+    return _run(load_scenario(CORPUS / name), profile=profile)
+
+
+@pytest.mark.parametrize("target,replacement,scenarios", [
+    # ISC/ASC stop reporting SECBUFFER_MISSING (SCH-21) / SECBUFFER_EXTRA (SCH-23)
+    ("adapters.simulator.packages.tls.report_missing", lambda *a: None,
+     ["tls/asc-first-call-incomplete.yaml", "tls/isc-incomplete-keeps-state.yaml"]),
+    ("adapters.simulator.packages.tls.report_extra", lambda *a: None,
+     ["tls/coalesced-final-flight-tls12.yaml", "tls/chunked-flights-tls13.yaml"]),
+    # ApplyControlToken accepted in kernel mode (SHUT-4, OQ-17)
+    ("adapters.simulator.packages.tls.TlsPackage.apply_control_token", lambda *a: st.SEC_E_OK,
+     ["tls/shutdown-kernel-mode-unsupported-tls12.yaml"]),
+])
+def test_tls_scenarios_fail_on_a_broken_package(monkeypatch: pytest.MonkeyPatch, target: str, replacement: Any,
+                                                scenarios: list[str]) -> None:
+    for name in scenarios:
+        assert _corpus_verdict(name).verdict is Verdict.PASS, name
+    monkeypatch.setattr(target, replacement)
+    for name in scenarios:
+        result = _corpus_verdict(name)
+        assert result.verdict is Verdict.FAIL, (name, result.verdict, result.message)
