@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -125,3 +126,34 @@ def test_cached_identity_survives_garbage_collection(adapter: NativeAdapter) -> 
     again = handshake(adapter, AUTH, AUTH)
     assert _finish(adapter, again.statuses, again.server_ctx) == st.SEC_E_OK
     again.release(adapter)
+
+
+def test_inline_mode_serves_several_caller_threads_and_closes_promptly() -> None:
+    """Inline completion takes no lock; callers on several threads, each with its own
+    async context, must still all complete, and close() must not wait for a call that
+    is not running (the in-flight count loses nothing)."""
+    adapter = create_inprocess({"completion": "inline"})
+    assert isinstance(adapter, NativeAdapter)
+    failures: list[BaseException] = []
+
+    def client() -> None:
+        try:
+            caller = AsyncCaller(adapter)
+            for _ in range(5):
+                result = handshake(adapter, AUTH, AUTH, caller=caller)
+                assert _finish(adapter, result.statuses, result.server_ctx) == st.SEC_E_OK
+                result.release(adapter, caller)
+            caller.close()
+        except BaseException as exc:  # surfaced below, on the test's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not failures, failures
+    start = time.monotonic()
+    adapter.close()
+    assert time.monotonic() - start < 1.0
+    assert adapter.diagnostics() == []  # no CALL-3 (stuck call), no leak

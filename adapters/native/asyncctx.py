@@ -67,7 +67,10 @@ class AsyncEngine:
         self._workers = max(1, workers)
         self._threads: list[threading.Thread] = []
         self._contexts: set[NativeAsyncContext] = set()
-        self._inflight = 0
+        # Queued calls not finished yet, as a list's length: append/pop are atomic under the
+        # GIL, so the lock-free inline mode cannot lose a count even if a caller queues
+        # from several threads at once (close() waits for this to reach zero).
+        self._inflight: list[None] = []
         self._draining = 0  # threads waiting in drain(): only then is a completion announced
         self.inline = completion == "inline"
         # Inline: every state change happens on the calling thread, so the hot paths take
@@ -193,7 +196,7 @@ class AsyncEngine:
         handle.status = _PENDING
         handle.state = found.next
         handle.operation = call
-        self._inflight += 1
+        self._inflight.append(None)
         # OQ-2: the job runs, and the callback fires, before the queueing call returns.
         try:
             result = function(*arguments)
@@ -214,7 +217,7 @@ class AsyncEngine:
                     handle.callback(handle, handle.data)
                 except Exception as exc:
                     self._report(Violation("NOTIFY-1", f"the completion callback raised {exc!r}", "caller", call))
-        self._inflight -= 1  # _finished(), inline
+        self._inflight.pop()  # _finished(), inline
         if self._draining and not self._inflight:
             with self.lock:
                 self._idle.notify_all()
@@ -235,7 +238,7 @@ class AsyncEngine:
             ctx.status = _PENDING  # before the state: status() reads without the lock
             ctx.state = found.next
             ctx.operation = call
-            self._inflight += 1
+            self._inflight.append(None)
             if not self._threads:
                 self._start_workers()
         self._jobs.put((ctx, call, function, arguments))
@@ -298,7 +301,7 @@ class AsyncEngine:
 
     def _finished(self) -> None:
         """One queued call is over, callback included (under the lock when threaded)."""
-        self._inflight -= 1
+        self._inflight.pop()
         if self._draining and not self._inflight:
             with self.lock:  # drain() waits on the real lock's condition, whatever the mode
                 self._idle.notify_all()
@@ -312,7 +315,7 @@ class AsyncEngine:
         with self.lock:
             self._draining += 1
             try:
-                return self._idle.wait_for(lambda: self._inflight == 0, timeout)
+                return self._idle.wait_for(lambda: not self._inflight, timeout)
             finally:
                 self._draining -= 1
 
