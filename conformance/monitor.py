@@ -45,9 +45,8 @@ context.  Scenarios that free pending contexts should use deferred completion.
 
 from __future__ import annotations
 
-import collections
 import itertools
-import operator
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -115,8 +114,21 @@ _Q_NOTIFY, _Q_SILENT_DELETE, _Q_SILENT = (_ON_QUEUE[e] for e in (Event.QUEUE, Ev
 # Completion statuses an operation may report (PENDING excluded), by operation name.
 _ALLOWED = {op: allowed - {st.SEC_I_ASYNC_CALL_PENDING} for op, (_, allowed) in COMPLETION_STATUSES.items()}
 _monotonic = time.monotonic
-_first = operator.itemgetter(0)
 _get_ident = threading.get_ident
+
+# The trace is one flat list, _W slots per event: key, async context, args, status, time, thread.
+# Keys are (kind, op, detail) tuples; the hot paths store shared constants, so an event allocates
+# nothing the garbage collector tracks (a list of tuples made it run every few hundred calls).
+# An event's number is its position (plus the events dropped by ``trace_limit``).
+_W = 6
+_K_CREATE = ("return", "create_async_context", "")
+_K_REGISTER = ("return", "set_async_notify_callback", "")
+_K_COMPLETE = ("complete", "complete", "")
+_K_STATUS = ("status", "get_async_call_status", "")
+_K_FREE = ("call", "free_async_context", "")
+_K_CALL = {op: ("call", op, "") for op in (_ACH, _ISC, _ASC, _DEL, _FCH)}
+_K_CALL_ACH, _K_CALL_FCH = _K_CALL[_ACH], _K_CALL[_FCH]
+_K_CALLBACK = {op: ("callback", op, "") for op in ("", _ACH, _ISC, _ASC, _DEL, _FCH)}
 
 
 # One accepted (or being queued) async operation.  A plain list indexed by the constants
@@ -199,8 +211,7 @@ class _Shadow:
                 self.last_cb_final = True
                 if state is _PN:
                     self.state = _DONE
-                mon._append((next(mon._seq), _monotonic(), tid, "callback", call[_OP], self.number, None, status,
-                             ""))
+                mon._extend((_K_CALLBACK[call[_OP]], self.number, None, status, _monotonic(), tid))
             else:
                 mon._on_callback(self, actx, data, status, tid, self.reg is not None)
         finally:
@@ -272,8 +283,11 @@ class _MonitoredControl(CompletionControl):
         sh = monitor._live.get(ctx) if ctx is not None else None
         if sh is None:
             sh = monitor._lookup(ctx)
-        monitor._append((next(monitor._seq), None, None, "complete", "complete",
-                         sh.number if sh is not None else _ref(ctx), None, None, ""))
+        if monitor._concurrent:
+            with monitor._lock:  # in concurrent mode every event is appended under the lock
+                monitor._extend((_K_COMPLETE, sh.number if sh is not None else _ref(ctx), None, None, None, None))
+        else:
+            monitor._extend((_K_COMPLETE, sh.number if sh is not None else _ref(ctx), None, None, None, None))
         try:
             done = self._complete(ctx)
         except Exception:
@@ -295,7 +309,8 @@ class _MonitoredControl(CompletionControl):
         waiting = inner.pending()
         shadows = [(h, monitor._lookup(h)) for h in waiting]
         calls = {h: sh.call for h, sh in shadows if sh is not None}
-        monitor._event("complete", "complete_all", None, None, None)
+        with monitor._lock:
+            monitor._event("complete", "complete_all", None, None, None)
         try:
             count = inner.complete_all()
         except Exception:
@@ -322,11 +337,13 @@ class ContractMonitor(Adapter):
         self.inner = inner
         self._lock = threading.Lock()
         self._home_thread = _get_ident()
-        self._seq = itertools.count(1)
         self._t0 = time.monotonic()
-        self._raw: collections.deque[tuple[Any, ...]] | list[tuple[Any, ...]]
-        self._raw = collections.deque(maxlen=trace_limit) if trace_limit else []
-        self._append = self._raw.append
+        self._raw: list[Any] = []  # _W slots per event (see _K_CREATE)
+        self._extend = self._raw.extend
+        self._trimmed = 0  # events dropped from the front of the trace (trace_limit)
+        self._limit = trace_limit or 0
+        # Trimmed (in bulk, amortised) once it holds twice the limit.
+        self._cap = 2 * _W * trace_limit if trace_limit else sys.maxsize
         self._live: dict[Handle, _Shadow] = {}
         # Freed contexts, remembered for late callbacks and double frees: between _FREED_MEMORY
         # and twice as many, in two generations.
@@ -339,6 +356,9 @@ class ContractMonitor(Adapter):
         self._i_free = inner.free_async_context
         self._i_set = inner.set_async_notify_callback
         self._i_status = inner.get_async_call_status
+        self._i_ach = inner.acquire_credentials_handle_async
+        self._i_fch = inner.free_credentials_handle_async
+        self._i_del = inner.delete_security_context_async
         self._actx_count = itertools.count(1)
         self._found: list[tuple[str, str, str, str | None, int | None]] = []
         self._reported: list[ViolationRecord] = []
@@ -358,20 +378,54 @@ class ContractMonitor(Adapter):
 
     # ---- trace and violations ----------------------------------------------------------------
     def _event(self, kind: str, op: str, ctx: Any, args: Any, status: int | None, detail: str = "") -> int:
-        seq = next(self._seq)
-        self._append((seq, _monotonic(), _get_ident(), kind, op, _ref(ctx), args, status, detail))
+        """Append an event (rare paths); returns its number."""
+        raw = self._raw
+        seq = self._trimmed + len(raw) // _W + 1
+        raw.extend(((kind, op, detail), _ref(ctx), args, status, _monotonic(), _get_ident()))
         return seq
 
+    def _trim(self) -> None:
+        """Keep the last ``trace_limit`` events (called once twice as many are held)."""
+        raw = self._raw
+        extra = len(raw) - len(raw) % _W - _W * self._limit
+        if extra > 0:
+            del raw[:extra]
+            self._trimmed += extra // _W
+
+    def _open_call(self, key: tuple[str, str, str], sh: _Shadow, args: tuple[Any, ...]) -> int:
+        """Append the event of a queue call about to be forwarded (usual case); returns its number.
+
+        It goes first so that it precedes any callback the call triggers; the status is filled in
+        when the call returns, or a "return" event follows."""
+        raw = self._raw
+        seq = self._trimmed + len(raw) // _W + 1
+        raw += (key, sh.number, args, None, None, None)
+        if len(raw) > self._cap:
+            self._trim()
+        return seq
+
+    def _set_status(self, seq: int, status: int) -> None:
+        """Fill in the status of the call event ``seq`` (appended before the call was forwarded)."""
+        index = (seq - 1 - self._trimmed) * _W + 3
+        if index >= 0:
+            self._raw[index] = status
+
     def _note(self, op: str, detail: str) -> None:
-        self._event("note", op, None, None, None, detail)
+        """(Called without the lock held.)"""
+        conc = self._concurrent
+        if conc:
+            self._lock.acquire()
+        try:
+            self._event("note", op, None, None, None, detail)
+        finally:
+            if conc:
+                self._lock.release()
 
     def _flag(self, requirement: str, message: str, party: str, call: str | None, seq: int | None) -> None:
         """Record a violation (rare path: formatting here is fine)."""
         self._found.append((requirement, message, party, call, seq))
-        self._raw.append(
-            (next(self._seq), time.monotonic(), threading.get_ident(), "violation", call or "", None,
-             None, None, f"{requirement} [{party}] {message}")
-        )
+        self._raw.extend((("violation", call or "", f"{requirement} [{party}] {message}"), None, None, None,
+                          _monotonic(), _get_ident()))
 
     def _caller_misuse(self, rule: Rule, sh: _Shadow, op: str, seq: int) -> None:
         if rule.requirement is not None and rule.party is Party.CALLER:
@@ -381,18 +435,24 @@ class ContractMonitor(Adapter):
     def trace(self) -> list[TraceEvent]:
         """The trace so far (the last ``trace_limit`` events when a limit was set)."""
         with self._lock:
-            raw = list(self._raw)
-        raw.sort(key=_first)
+            raw = self._raw[:]
+            trimmed = self._trimmed
+        end = len(raw) - len(raw) % _W  # (an event being appended on another thread: not yet)
+        first = max(0, end - _W * self._limit) if self._limit else 0
         t0, home = self._t0, self._home_thread
         events = []
         last = t0  # hot-path calls are not timed: they take the time of the event before them
-        for seq, t, thread, kind, op, ctx, args, status, detail in raw:
+        for i in range(0, end, _W):
+            key, ctx, args, status, t, thread = raw[i:i + _W]
             if t is None:
                 t = last
             else:
                 last = t
-            events.append(TraceEvent(seq, t - t0, home if thread is None else thread, kind, op, self._label(ctx),
-                                     self._args(op, args), status, detail))
+            if i < first:
+                continue
+            kind, op, detail = key
+            events.append(TraceEvent(trimmed + i // _W + 1, t - t0, home if thread is None else thread, kind, op,
+                                     self._label(ctx), self._args(op, args), status, detail))
         return events
 
     def violations(self) -> list[ViolationRecord]:
@@ -535,7 +595,10 @@ class ContractMonitor(Adapter):
                 # (a recycled handle may still be remembered as freed: lookups try live ones first)
                 number = next(self._actx_count)
                 live[handle] = _Shadow(handle, number, self)
-                self._append((next(self._seq), None, None, "return", "create_async_context", number, None, None, ""))
+                raw = self._raw
+                raw += (_K_CREATE, number, None, None, None, None)
+                if len(raw) > self._cap:
+                    self._trim()
                 return handle
         return self._create_slow(handle)
 
@@ -547,8 +610,9 @@ class ContractMonitor(Adapter):
             live = self._live
             if handle is not None and handle not in live:
                 live[handle] = sh = _Shadow(handle, next(self._actx_count), self)
-                self._append((next(self._seq), _monotonic(), _get_ident() if conc else None, "return",
-                              "create_async_context", sh.number, None, None, ""))
+                self._extend((_K_CREATE, sh.number, None, None, _monotonic(), _get_ident() if conc else None))
+                if len(self._raw) > self._cap:
+                    self._trim()
                 return handle
             if handle is None:
                 self._event("return", "create_async_context", None, None, None, "NULL (out of memory, CTX-2)")
@@ -595,7 +659,7 @@ class ContractMonitor(Adapter):
                 freed[ctx] = sh
                 if len(freed) >= _FREED_MEMORY:
                     self._forget_freed()
-                self._append((next(self._seq), None, None, "call", "free_async_context", sh.number, None, None, ""))
+                self._extend((_K_FREE, sh.number, None, None, None, None))
                 try:
                     self._i_free(ctx)
                 except Exception as exc:
@@ -624,8 +688,7 @@ class ContractMonitor(Adapter):
                 freed[ctx] = sh
                 if len(freed) >= _FREED_MEMORY:
                     self._forget_freed()
-                self._append((next(self._seq), _monotonic(), tid if conc else None, "call", "free_async_context",
-                              sh.number, None, None, ""))
+                self._extend((_K_FREE, sh.number, None, None, _monotonic(), tid if conc else None))
                 sh = None
             else:
                 sh = self._free_slow(ctx, tid)
@@ -761,8 +824,7 @@ class ContractMonitor(Adapter):
                 if result == _OK and not self._concurrent:
                     reg = sh.reg = (callback, data)
                     sh.reinit_since_reg = sh.notify_ok = False
-                    self._append((next(self._seq), None, None, "return", "set_async_notify_callback", sh.number,
-                                  reg, result, ""))
+                    self._extend((_K_REGISTER, sh.number, reg, result, None, None))
                     return result
                 if result != _OK:
                     sh.user = previous  # refused: the implementation still runs the previous one
@@ -868,8 +930,7 @@ class ContractMonitor(Adapter):
             sh = self._live.get(ctx)
             if sh is not None and sh.state is _DONE and sh.final == result:
                 # The usual case: the final status read again, unchanged (CTX-8).
-                self._append((next(self._seq), _monotonic(), None, "status", "get_async_call_status", sh.number,
-                              None, result, ""))
+                self._extend((_K_STATUS, sh.number, None, result, _monotonic(), None))
                 return result
         return self._status_slow(ctx, result)
 
@@ -880,8 +941,7 @@ class ContractMonitor(Adapter):
         try:
             sh = self._live.get(ctx) if ctx is not None else None
             if sh is not None and sh.state is _DONE and sh.final == result:
-                self._append((next(self._seq), _monotonic(), _get_ident() if conc else None, "status",
-                              "get_async_call_status", sh.number, None, result, ""))
+                self._extend((_K_STATUS, sh.number, None, result, _monotonic(), _get_ident() if conc else None))
                 return result
             sh = self._lookup(ctx)
             seq = self._event("status", "get_async_call_status", sh if sh is not None else ctx, None, result)
@@ -1097,9 +1157,13 @@ class ContractMonitor(Adapter):
             sh = self._live.get(ctx)
             if sh is not None and sh.state is _IDLE and (reg := sh.reg) is not None:
                 # The usual case: a notified queue on an idle context, which the table accepts.
-                # The call event's number is taken now so that, sorted by number, the trace shows
-                # the call before any callback it triggered.
-                seq = next(self._seq)
+                # The call event goes first (so that it precedes any callback the call triggers);
+                # its status is filled in when the call returns.
+                raw = self._raw
+                seq = self._trimmed + len(raw) // _W + 1
+                raw += (_K_CALL[op], sh.number, args, None, None, None)
+                if len(raw) > self._cap:
+                    self._trim()
                 new = [op, outputs, True, reg[1], seq, 0, False, False, False, False, sh.in_callback is not None]
                 sh.tentative = new
                 if outputs is not None:
@@ -1119,10 +1183,9 @@ class ContractMonitor(Adapter):
                     sh.state = _PN
                     sh.final = None
                     sh.last_queue_failed = False
-                    self._append((seq, None, None, "call", op, sh.number, args, result, ""))
+                    self._set_status(seq, result)
                     return result
-                return self._judge_queue(op, ctx, sh, new, _E_QUEUE, _Q_NOTIFY[_IDLE], seq, None, result, args,
-                                         outputs, None)
+                return self._judge_queue(op, ctx, sh, new, _E_QUEUE, _Q_NOTIFY[_IDLE], seq, result, outputs, None)
         lock = self._lock
         conc = self._concurrent
         if conc:
@@ -1131,11 +1194,14 @@ class ContractMonitor(Adapter):
             sh = self._live.get(ctx) if ctx is not None else None
             if sh is None:
                 sh = self._lookup(ctx)
-            # The call event is appended after the call returns (one event instead of two when
-            # nothing happened in between); its number is taken now so that the trace, sorted by
-            # number, shows the call before any callback it triggered.
-            seq = next(self._seq)
+            # The call event goes first (so that it precedes any callback the call triggers); its
+            # status is filled in when the call returns, or a "return" event follows.
+            raw = self._raw
+            seq = self._trimmed + len(raw) // _W + 1
             start = _monotonic()
+            raw += (_K_CALL[op], _ref(sh if sh is not None else ctx), args, None, start, _get_ident() if conc else None)
+            if len(raw) > self._cap:
+                self._trim()
             call: _Call | None = None
             event, rule = _E_QUEUE, _Q_NOTIFY[_IDLE]  # (judged only when there is a shadow)
             if sh is not None:
@@ -1159,7 +1225,7 @@ class ContractMonitor(Adapter):
             if sh is not None:
                 self._untentative(sh)
             raise
-        return self._judge_queue(op, ctx, sh, call, event, rule, seq, start, result, args, outputs, caller_error)
+        return self._judge_queue(op, ctx, sh, call, event, rule, seq, result, outputs, caller_error)
 
     def _untentative(self, sh: _Shadow) -> None:
         """The queue call raised: it queued nothing."""
@@ -1181,9 +1247,7 @@ class ContractMonitor(Adapter):
         event: Event,
         rule: Rule,
         seq: int,
-        start: float | None,
         result: int,
-        args: tuple[Any, ...],
         outputs: CallOutputs | None,
         caller_error: tuple[str, str] | None,
     ) -> int:
@@ -1209,11 +1273,8 @@ class ContractMonitor(Adapter):
                     sh.state = rule.next
                     sh.final = None
                     sh.last_queue_failed = False
-                    self._append((seq, start, _get_ident() if conc else None, "call", op, sh.number, args, result,
-                                  ""))
+                    self._set_status(seq, result)
                     return result
-            self._append((seq, start, _get_ident(), "call", op, _ref(sh if sh is not None else ctx), args, None,
-                          ""))
             rseq = self._event("return", op, sh if sh is not None else ctx, None, result)
             if caller_error is not None:
                 self._flag(caller_error[0], caller_error[1], _CALLER, op, rseq)
@@ -1308,9 +1369,33 @@ class ContractMonitor(Adapter):
         auth_data: Mapping[str, Any] | None,
         outputs: CallOutputs,
     ) -> int:
+        if not self._concurrent and not self._inline:
+            sh = self._live.get(ctx)
+            if sh is not None and sh.state is _IDLE and (reg := sh.reg) is not None:
+                # The usual case (see _queue), written out for the most frequent calls.
+                args = (principal, package, credential_use, auth_data)
+                seq = self._open_call(_K_CALL_ACH, sh, args)
+                call = [_ACH, outputs, True, reg[1], seq, 0, False, False, False, False, sh.in_callback is not None]
+                sh.tentative = call
+                outputs.written = False
+                try:
+                    result = self._i_ach(ctx, principal, package, credential_use, auth_data, outputs)
+                except BaseException:
+                    self._untentative(sh)
+                    raise
+                if result == _OK and not call[_CALLBACKS] and sh.call is None and not outputs.written \
+                        and not self._concurrent and not self._inline:
+                    sh.tentative = None
+                    sh.call = call
+                    sh.state = _PN
+                    sh.final = None
+                    sh.last_queue_failed = False
+                    self._raw[(seq - 1 - self._trimmed) * _W + 3] = result
+                    return result
+                return self._judge_queue(_ACH, ctx, sh, call, _E_QUEUE, _Q_NOTIFY[_IDLE], seq, result, outputs, None)
         return self._queue(
             _ACH, ctx, False, outputs, (principal, package, credential_use, auth_data),
-            self.inner.acquire_credentials_handle_async, (ctx, principal, package, credential_use, auth_data, outputs),
+            self._i_ach, (ctx, principal, package, credential_use, auth_data, outputs),
         )
 
     def initialize_security_context_async(
@@ -1359,14 +1444,33 @@ class ContractMonitor(Adapter):
         )
 
     def delete_security_context_async(self, ctx: Handle | None, context: Handle | None) -> int:
-        return self._queue(
-            _DEL, ctx, True, None, (context,), self.inner.delete_security_context_async, (ctx, context)
-        )
+        return self._queue(_DEL, ctx, True, None, (context,), self._i_del, (ctx, context))
 
     def free_credentials_handle_async(self, ctx: Handle | None, credential: Handle | None) -> int:
-        return self._queue(
-            _FCH, ctx, False, None, (credential,), self.inner.free_credentials_handle_async, (ctx, credential)
-        )
+        if not self._concurrent and not self._inline:
+            sh = self._live.get(ctx)
+            if sh is not None and sh.state is _IDLE and (reg := sh.reg) is not None:
+                # The usual case (see _queue), written out for the most frequent calls.
+                args = (credential,)
+                seq = self._open_call(_K_CALL_FCH, sh, args)
+                call = [_FCH, None, True, reg[1], seq, 0, False, False, False, False, sh.in_callback is not None]
+                sh.tentative = call
+                try:
+                    result = self._i_fch(ctx, credential)
+                except BaseException:
+                    self._untentative(sh)
+                    raise
+                if result == _OK and not call[_CALLBACKS] and sh.call is None and not self._concurrent \
+                        and not self._inline:
+                    sh.tentative = None
+                    sh.call = call
+                    sh.state = _PN
+                    sh.final = None
+                    sh.last_queue_failed = False
+                    self._raw[(seq - 1 - self._trimmed) * _W + 3] = result
+                    return result
+                return self._judge_queue(_FCH, ctx, sh, call, _E_QUEUE, _Q_NOTIFY[_IDLE], seq, result, None, None)
+        return self._queue(_FCH, ctx, False, None, (credential,), self._i_fch, (ctx, credential))
 
     # ---- synchronous calls --------------------------------------------------------------------------
     def query_context_attributes(self, context: Handle | None, attribute: int) -> tuple[int, Any]:
