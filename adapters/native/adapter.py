@@ -104,6 +104,8 @@ def _take_scratch() -> _Scratch:
 def _prepared(function: Callable[..., int], arguments: tuple[Any, ...]) -> tuple[Callable[..., int], tuple[Any, ...]]:
     """The queue-time step of a call with no handle accounting: the job as given."""
     return function, arguments
+
+
 _IDENTITY_CACHE = 64
 PROBE_PACKAGES = ("Negotiate", "NTLM", "Kerberos")
 
