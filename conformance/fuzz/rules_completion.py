@@ -139,6 +139,12 @@ class CompletionRules(ContextRules):
     def _settle(self, names: list[str], before: dict[str, State]) -> None:
         """After completions: bind outputs, then compare callbacks and statuses."""
         for name in names:
+            if before[name] is State.ZOMBIE:
+                # Freed while pending: the caller can no longer observe this completion (no
+                # callback, no status), so the program must not use what it produced.
+                self.t.outstanding.pop(name, None)
+                self.r.outstanding.pop(name, None)
+                continue
             self.t.bind(name)
             self.r.bind(name)
         self._check_completed(names)
