@@ -261,7 +261,7 @@ def add_list(parser: argparse.ArgumentParser) -> None:
 
 def profile_disposition(profile: Any, scenario: Any) -> str:
     """``run``, ``skip: why``, ``xfail: why`` or ``unsupported: ...`` under ``profile``."""
-    from conformance.pytest_plugin import completion_modes
+    from conformance.profile import completion_modes
 
     expectation = profile.expectation_for(scenario.id)
     if expectation is not None and expectation.kind == "skip":

@@ -140,6 +140,13 @@ class Profile:
         return lacking
 
 
+def completion_modes(scenario: Any) -> tuple[str, ...]:
+    """The completion modes a scenario switches to (its ``completion`` and its ``mode`` steps)."""
+    modes = [scenario.completion] if scenario.completion else []
+    modes += [str(getattr(step.args, "mode", "")) for step in scenario.steps if step.action == "mode"]
+    return tuple(dict.fromkeys(m for m in modes if m))
+
+
 # ---- finding and loading ---------------------------------------------------------------------------
 
 
@@ -392,6 +399,7 @@ __all__ = [
     "ProfileError",
     "apply",
     "builtin_profiles",
+    "completion_modes",
     "load",
     "load_profile",
     "observed",

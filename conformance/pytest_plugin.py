@@ -11,6 +11,12 @@ finished result to ``<report-dir>/results.jsonl`` at once, with one O_APPEND wri
 line; the controller truncates that file when the run starts to execute scenarios and,
 at session end, writes junit.xml, summary.md and report.html from it.
 
+Profiles (``--profile``, conformance/profile.py) are applied per item: a ``skip`` expectation
+or a capability the profile does not declare ends the item without running it; otherwise the
+scenario runs with the profile's status map and claims, and the profile judges the outcome
+(xfail, xpass, pinned xfail).  The session's exit status follows conformance/policy.py when
+every failure is a scenario (``--strict-levels`` grades should/may-level failures too).
+
 The plugin stays inert in runs without scenario files (the self-tests load it through the
 root conftest.py): nothing is created or written unless a scenario item is collected.
 Engine modules are imported lazily so a broken engine cannot break unrelated test runs.
@@ -319,7 +325,7 @@ class ScenarioItem(pytest.Item):
         profile = settings.loaded_profile
         if profile is None:
             return self._run(settings, None)
-        from conformance.profile import apply, skipped, unsupported
+        from conformance.profile import apply, completion_modes, skipped, unsupported
 
         scenario = self.scenario
         expectation = profile.expectation_for(scenario.id)
@@ -388,13 +394,6 @@ class ScenarioItem(pytest.Item):
         if self.config.getoption("fulltrace", False):
             return str(super().repr_failure(excinfo, style))
         return f"harness error in scenario {self.scenario.id}: {excinfo.type.__name__}: {excinfo.value}"
-
-
-def completion_modes(scenario: Scenario) -> tuple[str, ...]:
-    """The completion modes a scenario switches to (``completion:`` and ``mode`` steps)."""
-    modes = [scenario.completion] if scenario.completion else []
-    modes += [str(getattr(step.args, "mode", "")) for step in scenario.steps if step.action == "mode"]
-    return tuple(dict.fromkeys(m for m in modes if m))
 
 
 # ---- results and reports -------------------------------------------------------------------------
