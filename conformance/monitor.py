@@ -116,11 +116,14 @@ _ALLOWED = {op: allowed - {st.SEC_I_ASYNC_CALL_PENDING} for op, (_, allowed) in 
 _monotonic = time.monotonic
 _get_ident = threading.get_ident
 
-# The trace is one flat list, _W slots per event: key, async context, args, status, time, thread.
-# Keys are (kind, op, detail) tuples; the hot paths store shared constants, so an event allocates
-# nothing the garbage collector tracks (a list of tuples made it run every few hundred calls).
-# An event's number is its position (plus the events dropped by ``trace_limit``).
-_W = 6
+# The trace is one flat list, _W slots per event: key, async context, args, status, time, thread,
+# extra.  Keys are (kind, op, detail) tuples; the hot paths store shared constants and values the
+# caller already owns, so an event leaves nothing new for the garbage collector to track: objects
+# that outlive a collection are what made it run (and walk the trace) every few hundred calls,
+# which cost the monitor more than all its checks.  Registrations keep the data in ``extra``; the
+# usual-case queue calls keep their arguments in the call record (see _ARGS).  An event's number
+# is its position (plus the events dropped by ``trace_limit``).
+_W = 7
 _K_CREATE = ("return", "create_async_context", "")
 _K_REGISTER = ("return", "set_async_notify_callback", "")
 _K_COMPLETE = ("complete", "complete", "")
@@ -135,6 +138,7 @@ _K_CALLBACK = {op: ("callback", op, "") for op in ("", _ACH, _ISC, _ASC, _DEL, _
 # below: allocating it costs a quarter of a slotted object, and one is made per queue call.
 _Call = list  # [op, outputs, notify, data, seq, callbacks, cancelled, checked, controlled, lost, chained]
 _OP, _OUTPUTS, _NOTIFY, _DATA, _SEQ, _CALLBACKS, _CANCELLED, _CHECKED, _CONTROLLED, _LOST, _CHAINED = range(11)
+_ARGS = 11  # usual-case queue calls append the call's arguments, which the trace shows
 # _NOTIFY: a callback is owed for it; _DATA: what the callback must deliver; _CANCELLED: freed
 # before completion, so the callback must not come (OQ-12); _CHECKED: completion checks done;
 # _CONTROLLED: CompletionControl said it completed; _LOST: flagged as a lost callback;
@@ -211,7 +215,7 @@ class _Shadow:
                 self.last_cb_final = True
                 if state is _PN:
                     self.state = _DONE
-                mon._extend((_K_CALLBACK[call[_OP]], self.number, None, status, _monotonic(), tid))
+                mon._extend((_K_CALLBACK[call[_OP]], self.number, None, status, _monotonic(), tid, None))
             else:
                 mon._on_callback(self, actx, data, status, tid, self.reg is not None)
         finally:
@@ -285,9 +289,11 @@ class _MonitoredControl(CompletionControl):
             sh = monitor._lookup(ctx)
         if monitor._concurrent:
             with monitor._lock:  # in concurrent mode every event is appended under the lock
-                monitor._extend((_K_COMPLETE, sh.number if sh is not None else _ref(ctx), None, None, None, None))
+                monitor._extend((_K_COMPLETE, sh.number if sh is not None else _ref(ctx), None, None, None, None,
+                                 None))
         else:
-            monitor._extend((_K_COMPLETE, sh.number if sh is not None else _ref(ctx), None, None, None, None))
+            monitor._extend((_K_COMPLETE, sh.number if sh is not None else _ref(ctx), None, None, None, None,
+                             None))
         try:
             done = self._complete(ctx)
         except Exception:
@@ -381,7 +387,7 @@ class ContractMonitor(Adapter):
         """Append an event (rare paths); returns its number."""
         raw = self._raw
         seq = self._trimmed + len(raw) // _W + 1
-        raw.extend(((kind, op, detail), _ref(ctx), args, status, _monotonic(), _get_ident()))
+        raw.extend(((kind, op, detail), _ref(ctx), args, status, _monotonic(), _get_ident(), None))
         return seq
 
     def _trim(self) -> None:
@@ -391,18 +397,6 @@ class ContractMonitor(Adapter):
         if extra > 0:
             del raw[:extra]
             self._trimmed += extra // _W
-
-    def _open_call(self, key: tuple[str, str, str], sh: _Shadow, args: tuple[Any, ...]) -> int:
-        """Append the event of a queue call about to be forwarded (usual case); returns its number.
-
-        It goes first so that it precedes any callback the call triggers; the status is filled in
-        when the call returns, or a "return" event follows."""
-        raw = self._raw
-        seq = self._trimmed + len(raw) // _W + 1
-        raw += (key, sh.number, args, None, None, None)
-        if len(raw) > self._cap:
-            self._trim()
-        return seq
 
     def _set_status(self, seq: int, status: int) -> None:
         """Fill in the status of the call event ``seq`` (appended before the call was forwarded)."""
@@ -425,7 +419,7 @@ class ContractMonitor(Adapter):
         """Record a violation (rare path: formatting here is fine)."""
         self._found.append((requirement, message, party, call, seq))
         self._raw.extend((("violation", call or "", f"{requirement} [{party}] {message}"), None, None, None,
-                          _monotonic(), _get_ident()))
+                          _monotonic(), _get_ident(), None))
 
     def _caller_misuse(self, rule: Rule, sh: _Shadow, op: str, seq: int) -> None:
         if rule.requirement is not None and rule.party is Party.CALLER:
@@ -443,7 +437,11 @@ class ContractMonitor(Adapter):
         events = []
         last = t0  # hot-path calls are not timed: they take the time of the event before them
         for i in range(0, end, _W):
-            key, ctx, args, status, t, thread = raw[i:i + _W]
+            key, ctx, args, status, t, thread, extra = raw[i:i + _W]
+            if key is _K_REGISTER:
+                args = (args, extra)
+            elif type(args) is list:  # a call record: its arguments follow the bookkeeping
+                args = args[_ARGS:]
             if t is None:
                 t = last
             else:
@@ -596,7 +594,7 @@ class ContractMonitor(Adapter):
                 number = next(self._actx_count)
                 live[handle] = _Shadow(handle, number, self)
                 raw = self._raw
-                raw += (_K_CREATE, number, None, None, None, None)
+                raw += (_K_CREATE, number, None, None, None, None, None)
                 if len(raw) > self._cap:
                     self._trim()
                 return handle
@@ -610,7 +608,8 @@ class ContractMonitor(Adapter):
             live = self._live
             if handle is not None and handle not in live:
                 live[handle] = sh = _Shadow(handle, next(self._actx_count), self)
-                self._extend((_K_CREATE, sh.number, None, None, _monotonic(), _get_ident() if conc else None))
+                self._extend((_K_CREATE, sh.number, None, None, _monotonic(), _get_ident() if conc else None,
+                              None))
                 if len(self._raw) > self._cap:
                     self._trim()
                 return handle
@@ -659,7 +658,7 @@ class ContractMonitor(Adapter):
                 freed[ctx] = sh
                 if len(freed) >= _FREED_MEMORY:
                     self._forget_freed()
-                self._extend((_K_FREE, sh.number, None, None, None, None))
+                self._extend((_K_FREE, sh.number, None, None, None, None, None))
                 try:
                     self._i_free(ctx)
                 except Exception as exc:
@@ -688,7 +687,7 @@ class ContractMonitor(Adapter):
                 freed[ctx] = sh
                 if len(freed) >= _FREED_MEMORY:
                     self._forget_freed()
-                self._extend((_K_FREE, sh.number, None, None, _monotonic(), tid if conc else None))
+                self._extend((_K_FREE, sh.number, None, None, _monotonic(), tid if conc else None, None))
                 sh = None
             else:
                 sh = self._free_slow(ctx, tid)
@@ -822,9 +821,9 @@ class ContractMonitor(Adapter):
                 previous, sh.user = sh.user, callback
                 result = self._i_set(ctx, sh.fire, data)
                 if result == _OK and not self._concurrent:
-                    reg = sh.reg = (callback, data)
+                    sh.reg = (callback, data)
                     sh.reinit_since_reg = sh.notify_ok = False
-                    self._extend((_K_REGISTER, sh.number, reg, result, None, None))
+                    self._extend((_K_REGISTER, sh.number, callback, result, None, None, data))
                     return result
                 if result != _OK:
                     sh.user = previous  # refused: the implementation still runs the previous one
@@ -930,7 +929,7 @@ class ContractMonitor(Adapter):
             sh = self._live.get(ctx)
             if sh is not None and sh.state is _DONE and sh.final == result:
                 # The usual case: the final status read again, unchanged (CTX-8).
-                self._extend((_K_STATUS, sh.number, None, result, _monotonic(), None))
+                self._extend((_K_STATUS, sh.number, None, result, _monotonic(), None, None))
                 return result
         return self._status_slow(ctx, result)
 
@@ -941,7 +940,8 @@ class ContractMonitor(Adapter):
         try:
             sh = self._live.get(ctx) if ctx is not None else None
             if sh is not None and sh.state is _DONE and sh.final == result:
-                self._extend((_K_STATUS, sh.number, None, result, _monotonic(), _get_ident() if conc else None))
+                self._extend((_K_STATUS, sh.number, None, result, _monotonic(), _get_ident() if conc else None,
+                              None))
                 return result
             sh = self._lookup(ctx)
             seq = self._event("status", "get_async_call_status", sh if sh is not None else ctx, None, result)
@@ -1161,10 +1161,10 @@ class ContractMonitor(Adapter):
                 # its status is filled in when the call returns.
                 raw = self._raw
                 seq = self._trimmed + len(raw) // _W + 1
-                raw += (_K_CALL[op], sh.number, args, None, None, None)
+                new = [op, outputs, True, reg[1], seq, 0, False, False, False, False, sh.in_callback is not None, *args]
+                raw += (_K_CALL[op], sh.number, new, None, None, None, None)
                 if len(raw) > self._cap:
                     self._trim()
-                new = [op, outputs, True, reg[1], seq, 0, False, False, False, False, sh.in_callback is not None]
                 sh.tentative = new
                 if outputs is not None:
                     outputs.written = False  # so that a write during queueing is visible (GEN-10)
@@ -1199,7 +1199,8 @@ class ContractMonitor(Adapter):
             raw = self._raw
             seq = self._trimmed + len(raw) // _W + 1
             start = _monotonic()
-            raw += (_K_CALL[op], _ref(sh if sh is not None else ctx), args, None, start, _get_ident() if conc else None)
+            raw += (_K_CALL[op], _ref(sh if sh is not None else ctx), args, None, start,
+                    _get_ident() if conc else None, None)
             if len(raw) > self._cap:
                 self._trim()
             call: _Call | None = None
@@ -1373,9 +1374,13 @@ class ContractMonitor(Adapter):
             sh = self._live.get(ctx)
             if sh is not None and sh.state is _IDLE and (reg := sh.reg) is not None:
                 # The usual case (see _queue), written out for the most frequent calls.
-                args = (principal, package, credential_use, auth_data)
-                seq = self._open_call(_K_CALL_ACH, sh, args)
-                call = [_ACH, outputs, True, reg[1], seq, 0, False, False, False, False, sh.in_callback is not None]
+                raw = self._raw
+                seq = self._trimmed + len(raw) // _W + 1
+                call = [_ACH, outputs, True, reg[1], seq, 0, False, False, False, False, sh.in_callback is not None,
+                        principal, package, credential_use, auth_data]
+                raw += (_K_CALL_ACH, sh.number, call, None, None, None, None)
+                if len(raw) > self._cap:
+                    self._trim()
                 sh.tentative = call
                 outputs.written = False
                 try:
@@ -1451,9 +1456,13 @@ class ContractMonitor(Adapter):
             sh = self._live.get(ctx)
             if sh is not None and sh.state is _IDLE and (reg := sh.reg) is not None:
                 # The usual case (see _queue), written out for the most frequent calls.
-                args = (credential,)
-                seq = self._open_call(_K_CALL_FCH, sh, args)
-                call = [_FCH, None, True, reg[1], seq, 0, False, False, False, False, sh.in_callback is not None]
+                raw = self._raw
+                seq = self._trimmed + len(raw) // _W + 1
+                call = [_FCH, None, True, reg[1], seq, 0, False, False, False, False, sh.in_callback is not None,
+                        credential]
+                raw += (_K_CALL_FCH, sh.number, call, None, None, None, None)
+                if len(raw) > self._cap:
+                    self._trim()
                 sh.tentative = call
                 try:
                     result = self._i_fch(ctx, credential)
