@@ -205,3 +205,24 @@ def test_report_escapes_hostile_results_and_rejects_bad_input(tmp_path: Path,
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     assert main(["report", str(empty)]) == 2
+
+
+def test_matrix_counts_an_expected_failure_as_known_failing(tmp_path: Path) -> None:
+    from conformance.matrix import build_matrix
+    from conformance.reports.jsonl import write_results
+    from conformance.results import ScenarioResult
+
+    def one(sid: str, verdict: Verdict, requirement: str) -> ScenarioResult:
+        return ScenarioResult(id=sid, title="", file="", verdict=verdict, adapter="a", requirements=[requirement],
+                              level="should")
+
+    path = tmp_path / "results.jsonl"
+    write_results(path, [one("a", Verdict.PASS, "CTX-1"), one("b", Verdict.XFAIL, "CTX-1"),
+                         one("c", Verdict.PASS, "CTX-2"), one("d", Verdict.FAIL, "CTX-3"),
+                         one("e", Verdict.FAIL, "CTX-3")])
+    matrix = build_matrix([path], catalogue={"CTX-1": "", "CTX-2": "", "CTX-3": "", "CTX-4": ""})
+    run = matrix.runs[0]
+    assert run.requirement_status == {"CTX-1": "known-failing", "CTX-2": "passing", "CTX-3": "failing",
+                                      "CTX-4": "uncovered"}
+    assert run.code == 0  # should-level failures only
+    assert build_matrix([path], strict=True, catalogue={}).runs[0].code == 1

@@ -324,3 +324,14 @@ def test_sspi_rs_profile_exits_0_and_1_without_one_entry(tmp_path: Path, capsys:
     out = capsys.readouterr().out
     assert code == 1, out
     assert "native.asc-garbage-token [fail]" in out
+
+
+def test_completion_modes_come_from_the_scenario_and_its_mode_steps(tmp_path: Path) -> None:
+    from conformance.scenario.loader import load_scenario
+
+    switching = DEFERRED.replace("  - free: a1\n", "  - mode: inline\n  - mode: deferred\n  - free: a1\n")
+    scenario = load_scenario(write(tmp_path / "s.yaml", switching))
+    assert prof.completion_modes(scenario) == ("deferred", "inline")
+    profile = prof.load_profile(write(tmp_path / "p.yaml", HEAD + "capabilities:\n  completion: [deferred]\n"
+                                      "  features: [completion-control]\n"))
+    assert profile.missing(scenario.needs, prof.completion_modes(scenario)) == ["completion mode inline"]
