@@ -325,7 +325,14 @@ _DURING = re.compile(r"during step (\d+)\b")
 
 
 def observed(result: ScenarioResult) -> Observed:
-    """The failure signature of a failing result: verdict, first failing step, its actual."""
+    """The failure signature of a failing result: verdict, step, what that step got.
+
+    A crash or a hang is placed at the step it happened during (as its message says); a
+    plain failure at its first failing step, with that step's actual status or text.
+    """
+    found = _DURING.search(result.message) if result.verdict is not Verdict.FAIL else None
+    if found is not None:
+        return Observed(result.verdict.value, int(found.group(1)), "")
     for step in result.steps:
         if not step.ok:
             return Observed(result.verdict.value, step.index + 1, step.actual)
@@ -352,9 +359,9 @@ def pin_mismatch(pin: Pin, seen: Observed) -> list[str]:
 # ---- applying a profile to a result -------------------------------------------------------------------
 
 
-def skipped(result: ScenarioResult, expectation: Expectation) -> ScenarioResult:
+def skipped(result: ScenarioResult, profile: Profile, expectation: Expectation) -> ScenarioResult:
     return replace(result, verdict=Verdict.SKIP, message=f"skipped by profile: {expectation.reason}",
-                   expectation=expectation.describe())
+                   expectation=expectation.describe(), implementation=profile.label)
 
 
 def unsupported(result: ScenarioResult, profile: Profile, missing: list[str]) -> ScenarioResult:

@@ -330,7 +330,7 @@ class ScenarioItem(pytest.Item):
         scenario = self.scenario
         expectation = profile.expectation_for(scenario.id)
         if expectation is not None and expectation.kind == "skip":
-            return skipped(self._blank(settings, Verdict.SKIP), expectation)
+            return skipped(self._blank(settings, Verdict.SKIP), profile, expectation)
         missing = profile.missing(scenario.needs, completion_modes(scenario))
         if missing:
             return unsupported(self._blank(settings, Verdict.UNSUPPORTED), profile, missing)

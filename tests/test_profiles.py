@@ -277,6 +277,12 @@ def test_pins_on_crashes_hangs_and_errors() -> None:
     crashed = _failing([StepRecord(0, 3, "create", "create a1")], Verdict.CRASHED,
                        "implementation crashed during step 5 (line 15) free ad: SIGSEGV")
     assert prof.apply(profile, crashed).verdict is Verdict.XFAIL
+    # A crash is placed at the step it happened during, even after an earlier failed wait.
+    waited = _failing([StepRecord(3, 12, "wait", "wait ad", ok=False, actual="none")], Verdict.CRASHED,
+                      "implementation crashed during step 5 (line 15) free ad: SIGSEGV")
+    assert prof.observed(waited) == prof.Observed("crashed", 5, "")
+    assert prof.observed(_failing([StepRecord(3, 12, "wait", "wait ad", ok=False, actual="none")])) \
+        == prof.Observed("fail", 4, "none")
     hung = _failing([], Verdict.HUNG, "implementation hung during step 5 (line 15) free ad")
     judged = prof.apply(profile, hung)
     assert judged.verdict is Verdict.HUNG and "verdict hung (pinned crashed)" in judged.message
