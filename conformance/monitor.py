@@ -31,11 +31,16 @@ wrapped adapter's control):
   completed an instant earlier); a note goes to the trace and the shadow follows the
   implementation.  Lost callbacks are flagged by :meth:`ContractMonitor.finish`.
 
-The hot path appends plain tuples that name async contexts by number (untracked by the
-garbage collector); :class:`~conformance.results.TraceEvent` objects, labels and violation
-messages are built only when somebody reads them.  In inline and deferred modes callbacks run
-on the caller's thread and the lock is skipped; a callback on any other thread switches
-locking on for good.
+Cost: every call through the monitor does a little more than the simulator itself does, so the
+usual case of each call is handled first and cheaply: one shadow lookup, one state test or
+precomputed table-column lookup, one event appended to a flat trace list (no event number
+counter, no time stamp except for observations: callbacks and status reads, and nothing new
+for the garbage collector to track; see ``_W``).  :class:`~conformance.results.TraceEvent`
+objects, labels and violation messages are built only when somebody reads them.  The callback
+registered with the implementation is a bound method of the context's shadow (no closure or
+partial per registration).  In inline and deferred modes callbacks run on the caller's thread
+and the lock is skipped; a callback on any other thread switches locking on for good.
+Anything unusual takes the general path, which judges it exactly as before.
 
 Known blind spot: when a caller frees a context whose notified call is still pending (itself
 caller misuse, FREE-3) while the call is completing on another thread, a callback already in
@@ -365,6 +370,8 @@ class ContractMonitor(Adapter):
         self._i_ach = inner.acquire_credentials_handle_async
         self._i_fch = inner.free_credentials_handle_async
         self._i_del = inner.delete_security_context_async
+        self._i_isc = inner.initialize_security_context_async
+        self._i_asc = inner.accept_security_context_async
         self._actx_count = itertools.count(1)
         self._found: list[tuple[str, str, str, str | None, int | None]] = []
         self._reported: list[ViolationRecord] = []
@@ -1421,11 +1428,9 @@ class ContractMonitor(Adapter):
         return self._queue(
             _ISC, ctx, False, outputs,
             (credential, context, target, context_req, _buffers(input), None, reserved1, reserved2),
-            lambda: self.inner.initialize_security_context_async(
-                ctx, credential, context, target, context_req, input, outputs,
-                reserved1=reserved1, reserved2=reserved2, target_data_rep=target_data_rep,
-            ),
-            (),
+            _forward_isc,
+            (self._i_isc, ctx, credential, context, target, context_req, input, outputs, reserved1, reserved2,
+             target_data_rep),
             error,
         )
 
@@ -1442,10 +1447,8 @@ class ContractMonitor(Adapter):
     ) -> int:
         return self._queue(
             _ASC, ctx, False, outputs, (credential, context, _buffers(input), context_req),
-            lambda: self.inner.accept_security_context_async(
-                ctx, credential, context, input, context_req, outputs, target_data_rep=target_data_rep
-            ),
-            (),
+            _forward_asc,
+            (self._i_asc, ctx, credential, context, input, context_req, outputs, target_data_rep),
         )
 
     def delete_security_context_async(self, ctx: Handle | None, context: Handle | None) -> int:
@@ -1509,6 +1512,18 @@ class ContractMonitor(Adapter):
         with self._lock:
             self._event("return", "apply_control_token", context, {"buffers": _buffers(buffers)}, result)
         return result
+
+
+# Forwarders for the calls with keyword-only parameters (no closure made per call).
+def _forward_isc(isc: Callable[..., int], ctx: Any, credential: Any, context: Any, target: Any, context_req: int,
+                 input: Any, outputs: CallOutputs, reserved1: int, reserved2: int, target_data_rep: int) -> int:
+    return isc(ctx, credential, context, target, context_req, input, outputs,
+               reserved1=reserved1, reserved2=reserved2, target_data_rep=target_data_rep)
+
+
+def _forward_asc(asc: Callable[..., int], ctx: Any, credential: Any, context: Any, input: Any, context_req: int,
+                 outputs: CallOutputs, target_data_rep: int) -> int:
+    return asc(ctx, credential, context, input, context_req, outputs, target_data_rep=target_data_rep)
 
 
 def _buffers(buffers: list[SecBuffer] | None) -> str | None:
