@@ -90,8 +90,9 @@ def _short(text: str) -> str:
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
 
 
-def plan(profile: Profile, results: Sequence[ScenarioResult], text: str, *, pin_new: bool = True,
-         ) -> tuple[list[_Entry], BlessReport]:
+def plan(
+    profile: Profile, results: Sequence[ScenarioResult], text: str, *, pin_new: bool = True
+) -> tuple[list[_Entry], BlessReport]:
     """The new expectation list and what changed (nothing is written)."""
     by_id = worst_by_id(results)
     report = BlessReport()
@@ -136,13 +137,12 @@ def _repin(expectation: Expectation, result: ScenarioResult, report: BlessReport
 
 
 def _comments_above(source: list[str], line: int) -> list[str]:
-    """The comment lines directly above ``line`` (1-based), in file order."""
+    """The comment lines directly above ``line`` (1-based, the entry's ``- id:`` line), in order."""
     found: list[str] = []
     index = line - 2
-    while index >= 0 and source[index].strip().startswith("#"):
+    while 0 <= index < len(source) and source[index].strip().startswith("#"):
         found.append(source[index].strip())
         index -= 1
-    # The item's "- " line may sit one above the id line (``- id:`` on its own is the norm).
     return found[::-1]
 
 

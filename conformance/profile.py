@@ -35,7 +35,7 @@ from adapters.api import COMPLETION_MODES, FEATURES, Capabilities
 from adapters.status import describe, parse
 from conformance.results import ScenarioResult, Verdict
 from conformance.scenario.errors import LoadError
-from conformance.scenario.validate import _located
+from conformance.scenario.validate import _located  # the scenario loader's error locator, shared
 from conformance.scenario.yamlsafe import Locations, parse_yaml
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
@@ -119,13 +119,21 @@ class Profile:
     def label(self) -> str:
         return f"{self.implementation} {self.version}".strip()
 
+    @functools.cached_property
+    def _exact(self) -> dict[str, Expectation]:
+        return {e.pattern: e for e in self.expectations if not e.is_glob}
+
+    @functools.cached_property
+    def _globs(self) -> tuple[Expectation, ...]:
+        return tuple(e for e in self.expectations if e.is_glob)
+
     def expectation_for(self, scenario_id: str) -> Expectation | None:
         """The exact-id entry when there is one, else the first glob that matches (file order)."""
-        for entry in self.expectations:
-            if not entry.is_glob and entry.pattern == scenario_id:
-                return entry
-        for entry in self.expectations:
-            if entry.is_glob and entry.matches(scenario_id):
+        exact = self._exact.get(scenario_id)
+        if exact is not None:
+            return exact
+        for entry in self._globs:
+            if entry.matches(scenario_id):
                 return entry
         return None
 
