@@ -495,3 +495,24 @@ def test_junk_status_from_the_implementation_fails_the_step(tmp_path: Path) -> N
     result = _run(scenario, lambda: Junk(completion="inline"))
     assert result.verdict is Verdict.FAIL
     assert "the implementation returned 'pending', which is not a 32-bit status" in result.message
+
+
+@pytest.mark.parametrize("mode", ["inline", "threaded"])
+def test_a_name_used_before_its_wait_is_bound_from_the_completed_call(tmp_path: Path, mode: str) -> None:
+    """A credential used right after the ACH that makes it, with no `wait` in between, is the real
+    handle once that ACH has completed (inline: always), never NULL (found by the fuzzer)."""
+    scenario = _scenario(tmp_path, """\
+        - create: a1
+        - set_callback: a1
+        - create: a2
+        - set_callback: a2
+        - acquire: {ctx: a1, cred: c1, package: Sim, use: outbound}
+        - sleep_ms: 50
+        - free_credentials: {ctx: a2, cred: c1}
+          completes: SEC_E_OK
+        - wait: a2
+        - free: a1
+        - free: a2
+        """, "requires: [package:Sim]\n")
+    result = _run(scenario, mode=mode)
+    assert result.verdict is Verdict.PASS, result.message

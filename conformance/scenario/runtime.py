@@ -201,7 +201,30 @@ class RunCore:
             return None
         if name == "bogus":
             return BOGUS
-        return self.handles.get(name)
+        found = self.handles.get(name)
+        if found is None and self.settle_producer(name):
+            found = self.handles.get(name)
+        return found
+
+    def settle_producer(self, name: str) -> bool:
+        """Bind ``name`` now if an unwaited call that produces it has already completed.
+
+        A scenario may use a credential, context or token right after the call that makes it
+        without a ``wait`` in between (inline completion, or a callback already in).  Without
+        this the name would still be unbound and NULL would be passed.  True if one settled.
+        """
+        current = self.current
+        for ctx in self.ctxs.values():
+            pending = ctx.pending
+            if pending is None or current is None:
+                continue
+            args = pending.step.args
+            produced = (getattr(args, "cred", None) if pending.kind == "acquire"
+                        else None, pending.context_name, pending.token_name)
+            if name in produced:
+                self.settle_if_observed(ctx, current, False)
+                return ctx.pending is None
+        return False
 
     def actual(self, value: int) -> int:
         if self.map is not None:

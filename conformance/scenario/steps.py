@@ -105,7 +105,12 @@ class Run(CompositeSteps):
         try:
             input = bufs.input_descriptor(args.input, self.tokens)
         except bufs.UnboundToken as exc:
-            raise StepFailed(f"token {exc} was never produced (its call failed or wrote no token)") from None
+            if not self.settle_producer(str(exc.args[0])):
+                raise StepFailed(f"token {exc} was never produced (its call failed or wrote no token)") from None
+            try:
+                input = bufs.input_descriptor(args.input, self.tokens)
+            except bufs.UnboundToken as again:
+                raise StepFailed(f"token {again} was never produced (its call failed or wrote no token)") from None
         outputs = CallOutputs(output=bufs.output_descriptor(args.output))
         req = args.req | (ALLOCATE_MEMORY if args.output.kind == "allocate" else 0)
         cred = self.handle(args.cred)
