@@ -387,3 +387,30 @@ def test_a_lost_registration_is_still_flagged(cls: type[SimulatorAdapter]) -> No
         ctx, None, None, "server.test", 0, None, CallOutputs()))
     assert result == st.SEC_E_INVALID_PARAMETER
     assert implementation_ids(monitor) == {"NOTIFY-7"}
+
+
+def test_trimmed_trace_keeps_event_numbers_and_violation_references() -> None:
+    """A bounded trace drops old events in bulk; numbers stay absolute, so a violation still
+    points at its event, and every queue call event carries the status it returned."""
+    monitor = ContractMonitor(SimulatorAdapter(completion="deferred"), trace_limit=20)
+    assert monitor.control is not None
+    for _ in range(30):
+        ctx = monitor.create_async_context()
+        monitor.set_async_notify_callback(ctx, _noop, "d")
+        monitor.acquire_credentials_handle_async(ctx, None, "Sim", OUT, None, CallOutputs())
+        monitor.control.complete(ctx)
+        monitor.get_async_call_status(ctx)
+        monitor.free_async_context(ctx)
+    monitor.free_async_context(ctx)  # double free: a caller violation with an event number
+    trace = monitor.trace
+    assert len(trace) == 20
+    assert [e.seq for e in trace] == list(range(trace[0].seq, trace[0].seq + 20))
+    assert trace[-1].seq == 30 * 7 + 2  # seven events per round trip, then the double free and its flag
+    double = [v for v in monitor.violations() if v.seq is not None]
+    assert [v.requirement for v in double] == ["FREE-1"]
+    flagged = {e.seq: e for e in trace}[double[0].seq]
+    assert (flagged.kind, flagged.op) == ("call", "free_async_context")
+    calls = [e for e in trace if e.kind == "call" and e.op == "acquire_credentials_handle_async"]
+    assert calls and all(e.status == st.SEC_E_OK and e.args["package"] == "Sim" for e in calls)
+    registrations = [e for e in trace if e.op == "set_async_notify_callback"]
+    assert registrations and all(e.args == {"callback": "_noop", "data": "d"} for e in registrations)
