@@ -4,8 +4,14 @@ Reading is done by whichever thread needs a message (leader/follower): a thread 
 for its response reads the stream itself, so a synchronous call costs no thread handoff.
 Notifications met on the way are applied and their callbacks run on that thread (inline
 completion then runs the callback before the queueing call returns, as in-process, OQ-2).
-A pump thread reads only when a callback is expected and no caller has been active for a
-few milliseconds, so a caller that waits for a callback without calling in gets it.
+
+A pump thread covers the caller that waits for a callback without calling in (a completion
+on the implementation's own thread): as soon as a callback is expected and no request is in
+progress, it takes the reader role and blocks in poll() on the stream, so a notification is
+dispatched the moment its line arrives.  A caller that starts a request while the pump is
+only waiting in poll() takes the role over without waking it (the pump notices when poll
+returns and steps back until the caller's requests are done); while the pump is reading a
+message, the caller waits for that one message, which may be its own answer.
 
 Whoever reads never holds the reader role while running caller code, so a callback may
 call the adapter again (OQ-11).  Every wait has a deadline; a stream that can no longer be
@@ -30,10 +36,9 @@ from adapters.remote.jsonfast import dumps, loads
 
 Thunk = Callable[[], None]
 
-# How long the pump lets callers have the stream before it reads for pending callbacks.
-PUMP_QUIET_S = 0.004
+# Longest single poll() of the pump: only how often it re-checks that a callback is still
+# awaited; a line that arrives ends the poll at once.  Also bounds one message read.
 PUMP_POLL_S = 0.1
-PUMP_IDLE_POLLS = 100  # quiet polls with no callback awaited before the pump sleeps until woken
 SPIN_S = 0.0002  # longest busy-wait for an answer before sleeping (adaptive, see LineReader._spin)
 MAX_RECORDED_VIOLATIONS = 100
 FLOOD_LIMIT = 10000  # this many protocol violations in one connection: stop trusting it
@@ -75,10 +80,12 @@ class Connection:
         self._seq = 0  # messages read so far
         self._running: dict[int, int] = {}  # callbacks running: arrival seq -> thread id
         self._outstanding: dict[int, str] = {}
-        self._activity = 0
+        self._inside = 0  # requests in progress (the pump reads only when there are none)
         self._expected = 0
         self._pump: threading.Thread | None = None
-        self._pump_asleep = False
+        self._pump_idle = False  # waiting on _pump_cv (needs a notify to run again)
+        self._pump_polling = False  # holds the reader role but only waits in poll(): a caller may take it
+        self._robbed = False  # a caller took the role while the pump polled
         self._closing = False
         self.dead: AdapterError | None = None
         self.sink: NotificationSink | None = None
@@ -108,30 +115,37 @@ class Connection:
                 _PREFIXES[method] = prefix
         data = f'{prefix}{dumps(params)},"id":{rid}}}\n'.encode()
         deadline = time.monotonic() + timeout
-        with self._mu:
+        mu = self._mu
+        with mu:
             self._outstanding[rid] = method
-            self._activity += 1
+            self._inside += 1
         self.last_call = method
         try:
-            with self._wmu:
-                self._t.write_all(data, deadline)
-        except StreamTimeout:
-            raise self._hung(method, timeout) from None
-        except StreamClosed:
-            raise self._crashed(f"while sending {method}") from None
-        return _result(self._await(rid, method, deadline, timeout), method)
+            try:
+                with self._wmu:
+                    self._t.write_all(data, deadline)
+            except StreamTimeout:
+                raise self._hung(method, timeout) from None
+            except StreamClosed:
+                raise self._crashed(f"while sending {method}") from None
+            return _result(self._await(rid, method, deadline, timeout), method)
+        finally:
+            with mu:
+                self._inside -= 1
+                if not self._inside and self._expected and self._pump_idle:
+                    self._pump_cv.notify()  # a callback is awaited and nobody reads: the pump does
 
     def expect(self, delta: int) -> None:
-        """Count callbacks the caller is waiting for; the pump reads only while some are."""
+        """Count callbacks the caller is waiting for; the pump reads only while some are.
+
+        A positive delta always comes just before the request that queues the call, so the
+        pump is woken when that request ends (not here: waking it now would only make it
+        step back for the request)."""
         with self._mu:
             self._expected = max(0, self._expected + delta)
             if self._expected and self._pump is None and self.dead is None:
                 self._pump = threading.Thread(target=self._pump_loop, name=f"remote-pump {self.label}", daemon=True)
                 self._pump.start()
-            elif self._expected and self._pump_asleep:
-                # Only a pump asleep for good needs waking; a polling one notices by itself,
-                # and not notifying keeps a tight call loop free of thread wake-ups.
-                self._pump_cv.notify()
 
     def reset_expected(self) -> None:
         with self._mu:
@@ -214,6 +228,11 @@ class Connection:
                         break
                     if not self._reading:
                         self._reading = True
+                        break
+                    if self._pump_polling:
+                        # The pump only waits in poll(): take the role over without waking it.
+                        self._pump_polling = False
+                        self._robbed = True
                         break
                     self._waiters += 1
                     try:
@@ -339,33 +358,42 @@ class Connection:
         raise _Fatal(self._record_fatal("PROTO-1", f"neither request, response nor notification: {line[:120]!r}"))
 
     def _pump_loop(self) -> None:
-        last = -1
-        idle_polls = 0
+        ready_within = self._t.readiness_waiter()  # its own poll object: callers poll too
+        mu = self._mu
         while True:
-            with self._mu:
+            with mu:
                 while True:
                     if self.dead is not None or self._closing:
                         self._pump = None
                         return
-                    if self._expected > 0 and not self._reading and self._activity == last:
+                    if self._expected and not self._inside and not self._reading:
                         break
-                    last = self._activity
-                    idle_polls = 0 if self._expected else idle_polls + 1
-                    if idle_polls > PUMP_IDLE_POLLS:
-                        self._pump_asleep = True
-                        self._pump_cv.wait()
-                        self._pump_asleep = False
-                        idle_polls = 0
-                    else:
-                        self._pump_cv.wait(PUMP_QUIET_S)
+                    self._pump_idle = True
+                    try:
+                        self._pump_cv.wait()  # woken by a request ending, close and death
+                    finally:
+                        self._pump_idle = False
                 self._reading = True
+                buffered = self._reader.has_line()
+                self._pump_polling = not buffered
+            if not buffered:
+                ready = ready_within(PUMP_POLL_S)
+                with mu:
+                    if self._robbed:  # a caller reads now; wait until its requests are done
+                        self._robbed = False
+                        continue
+                    self._pump_polling = False
+                    if not ready:
+                        self._reading = False
+                        if self._waiters:
+                            self._cv.notify_all()
+                        continue
             try:
                 kind, payload = self._read_one(time.monotonic() + PUMP_POLL_S, None, None, soft=True)
             except AdapterError:
                 continue  # recorded as the connection's death; the loop ends above
             if kind == "note" and payload is not None:
                 self._run_thunk(*payload)
-            last = -1 if kind != "none" else self._activity
 
     # ---- failure ---------------------------------------------------------------------------
     def _record_fatal(self, requirement: str, message: str) -> AdapterError:

@@ -15,6 +15,7 @@ import os
 import select
 import socket
 import time
+from collections.abc import Callable
 from typing import IO
 
 CHUNK = 1 << 16
@@ -85,6 +86,16 @@ class Transport:
                 pass
             return True
         return _wait(self.read_fd, False, timeout)
+
+    def readiness_waiter(self) -> Callable[[float], bool]:
+        """A ``wait_readable`` for a second thread: its own poll object, because one
+        ``select.poll`` object cannot be polled by two threads at once."""
+        if not hasattr(select, "poll"):
+            fd = self.read_fd
+            return lambda timeout: _wait(fd, False, timeout)
+        poller = select.poll()
+        poller.register(self.read_fd, select.POLLIN)
+        return lambda timeout: bool(poller.poll(max(0.0, timeout) * 1000.0))
 
     def read(self) -> bytes:
         """Whatever is available (b"" at EOF); BlockingIOError when nothing is."""
@@ -185,6 +196,10 @@ class LineReader:
             if waited:  # caught an answer we would otherwise have slept for
                 self._spin_s = min(self._spin_max, max(budget * 1.5, SPIN_PROBE_S))
             return chunk
+
+    def has_line(self) -> bool:
+        """A whole line is already buffered (reading it needs no I/O)."""
+        return self._buf.find(b"\n", self._start) >= 0
 
     def read_line(self, deadline: float | None) -> bytes:
         """The next line without its newline (``deadline`` None: wait for ever).
