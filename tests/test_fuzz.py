@@ -38,7 +38,7 @@ def test_fuzzer_finds_every_mutant_for_its_requirement(name: str) -> None:
 def test_emitted_scenario_fails_on_the_mutant_and_passes_on_the_simulator(tmp_path: Path) -> None:
     name = "reverse-order-lost-callback"  # an ordering bug: two contexts completed out of order
     result = run_campaign("simulator", {"mutant": name}, seconds=30, max_examples=300, seed=0,
-                          stop_on_first=True, emit=tmp_path, step_count=20, shrink_seconds=8)
+                          stop_on_first=True, emit=tmp_path, step_count=20, shrink_seconds=20)
     failure = result.failures[0]
     assert failure.path is not None and failure.path.parent == tmp_path
     scenario = load_scenario(failure.path)  # loads with the corpus loader (schema + names)
