@@ -408,6 +408,7 @@ def test_trimmed_trace_keeps_event_numbers_and_violation_references() -> None:
     assert trace[-1].seq == 30 * 7 + 2  # seven events per round trip, then the double free and its flag
     double = [v for v in monitor.violations() if v.seq is not None]
     assert [v.requirement for v in double] == ["FREE-1"]
+    assert double[0].seq is not None
     flagged = {e.seq: e for e in trace}[double[0].seq]
     assert (flagged.kind, flagged.op) == ("call", "free_async_context")
     calls = [e for e in trace if e.kind == "call" and e.op == "acquire_credentials_handle_async"]
