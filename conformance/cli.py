@@ -98,7 +98,12 @@ def add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", dest="workers", metavar="N", help="parallel workers (pytest-xdist), or 'auto'")
     parser.add_argument("--report-dir", default="reports", metavar="DIR", help="report folder (default: reports)")
     parser.add_argument("--scenario-timeout-ms", type=int, metavar="MS", help="budget for every scenario")
-    parser.add_argument("--keep-trace", action="store_true", help="keep the call trace of passing scenarios too")
+    # People read report.html for every scenario's timeline, so `run` keeps traces by default;
+    # --lean drops those of passing scenarios (smaller reports, a little faster).
+    parser.add_argument("--keep-trace", dest="keep_trace", action="store_true", default=True,
+                        help="keep the call trace of passing scenarios too (default)")
+    parser.add_argument("--lean", dest="keep_trace", action="store_false",
+                        help="keep traces of non-passing scenarios only")
     parser.add_argument("--repeat", type=int, default=1, metavar="N", help="run every scenario N times")
     parser.add_argument("--strict", action="store_true",
                         help="should/may-level failures fail the run too (default: only must-level)")

@@ -84,7 +84,7 @@ def evidence(result: ScenarioResult) -> dict[str, Any]:
         "implementation": result.implementation,
         "expectation": result.expectation,
         "reason": reason(result) if result.verdict is not Verdict.PASS else "",
-        "steps": [[s.index, s.line or "", 1 if s.ok else 0, s.summary or s.action, with_status_names(s.expected),
+        "steps": [[s.index + 1, s.line or "", 1 if s.ok else 0, s.summary or s.action, with_status_names(s.expected),
                    with_status_names(s.actual), s.message] for s in result.steps],
         "violations": [[v.requirement, v.party, v.call or "", v.message] for v in result.violations],
         "timeline": timeline,
