@@ -26,7 +26,7 @@ from adapters.api import AdapterError, ImplementationCrashed, ImplementationHung
 from adapters.remote import codec
 from adapters.remote import protocol as p
 from adapters.remote.framing import LineReader, LineTooLong, StreamClosed, Transport
-from adapters.remote.jsonfast import dumps, loads
+from adapters.remote.jsonfast import dumps, loads, response_line
 from adapters.remote.session import RpcError, Session
 
 AGENT_NAME = "adapters.remote.agent"
@@ -41,6 +41,7 @@ class Tracer:
     def __init__(self, path: str | None) -> None:
         self._file = open(path, "ab") if path else None  # kept open for the life of the agent
         self._lock = threading.Lock()
+        self.enabled = self._file is not None  # checked by callers first: no call per message when off
 
     def __call__(self, direction: bytes, data: bytes) -> None:
         if self._file is None:
@@ -78,19 +79,24 @@ class Writer:
             return
         self._write(data)
 
-    def release(self, response: dict[str, Any] | None) -> None:
-        """Write what was held, then ``response``, in one write."""
-        held, self._held = self._held or [], None
-        if response is not None:
-            held.append(dumps(response).encode() + b"\n")
+    def release(self, response: dict[str, Any] | bytes | None) -> None:
+        """Write what was held, then ``response`` (a message, or its encoded line), in one write."""
+        held, self._held = self._held, None
+        if response is not None and not isinstance(response, bytes):
+            response = dumps(response).encode() + b"\n"
         if held:
+            if response is not None:
+                held.append(response)
             self._write(b"".join(held))
+        elif response is not None:
+            self._write(response)
 
     def _write(self, data: bytes) -> None:
         with self._lock:
             if self.broken:
                 return
-            self._trace(b"< ", data)
+            if self._trace.enabled:
+                self._trace(b"< ", data)
             try:
                 self._t.write_all(data, None)
             except StreamClosed:
@@ -138,6 +144,7 @@ class Server:
                 return reader.read_line(None)
 
         writer = Writer(transport, self.trace)
+        tracing = self.trace.enabled
         session: Session | None = None
         try:
             while True:
@@ -151,7 +158,8 @@ class Server:
                     return
                 if not line.strip():
                     continue
-                self.trace(b"> ", line)
+                if tracing:
+                    self.trace(b"> ", line)
                 session, stop = self._handle(line, session, writer)
                 if stop:
                     return
@@ -213,7 +221,14 @@ class Server:
             response = _error(rid, p.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}",
                               {"exception": type(exc).__name__})
         else:
-            response = {"jsonrpc": p.JSONRPC, "id": rid, "result": result}
+            try:
+                encoded = response_line(rid, result) if rid is not None else None
+            except (TypeError, ValueError) as exc:  # a result JSON cannot carry: say so, keep serving
+                response = _error(rid, p.INTERNAL_ERROR, f"result of {method} cannot be encoded: {exc}",
+                                  {"exception": type(exc).__name__})
+            else:
+                writer.release(encoded)
+                return session, stop
         writer.release(response if rid is not None else None)
         return session, stop
 

@@ -53,3 +53,11 @@ def loads(line: bytes) -> Any:
     if text[end:].strip(_WS):
         raise ValueError("trailing data after the JSON value")
     return value
+
+
+def response_line(rid: Any, result: Any) -> bytes:
+    """A successful response as one line.  The envelope is formatted around the encoded
+    result rather than encoded with it: a third cheaper for the small results of most calls."""
+    if type(rid) is int:
+        return f'{{"jsonrpc":"2.0","id":{rid},"result":{dumps(result)}}}\n'.encode()
+    return (dumps({"jsonrpc": "2.0", "id": rid, "result": result}) + "\n").encode()
