@@ -37,13 +37,28 @@ _REPORTED = "(reported by the implementation)"  # suffix the monitor gives adapt
 
 
 def _missing(needs: tuple[str, ...], caps: Capabilities) -> list[str]:
-    """``Capabilities.supports`` for many needs, lower-casing the package names once."""
-    missing = [need for need in needs if not need.startswith("package:") and need not in caps.features]
-    wanted = [need for need in needs if need.startswith("package:")]
-    if wanted:
-        have = {p.lower() for p in caps.packages}
-        missing += [need for need in wanted if need[8:].lower() not in have]
-    return sorted(missing, key=needs.index)
+    """``Capabilities.supports`` for many needs; package names compare case-insensitively."""
+    features, packages = caps.features, caps.packages
+    return [need for need in needs
+            if need not in features
+            and not (need.startswith("package:")
+                     and (need[8:] in packages or need[8:].lower() in _lowered(packages)))]
+
+
+# Lower-cased package sets, by the capability claim they come from: an adapter answers the
+# same (hashable, immutable) claim for every scenario, so the set is built once per claim.
+_LOWERED: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _lowered(packages: frozenset[str]) -> frozenset[str]:
+    if type(packages) is not frozenset:  # an adapter outside this project may claim a list or set
+        return frozenset(p.lower() for p in packages)
+    found = _LOWERED.get(packages)
+    if found is None:
+        if len(_LOWERED) > 64:  # claims are few; bound the cache against a pathological adapter
+            _LOWERED.clear()
+        found = _LOWERED[packages] = frozenset(p.lower() for p in packages)
+    return found
 
 
 def _exc_text(exc: BaseException) -> str:
