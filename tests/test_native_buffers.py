@@ -133,3 +133,58 @@ def test_huge_blocks_are_not_kept_by_the_pool() -> None:
     assert block is not None and block.size > buffers._KEPT_MAX
     desc.finish(_no_free, inputs=False)
     assert desc.blocks[0] is None
+
+
+def test_a_guard_left_intact_is_kept_and_a_later_overrun_still_found() -> None:
+    """A reused output slot of the same capacity keeps its verified guard (it is not
+    rewritten); a write past cbBuffer in a later call is still reported, and the next call
+    gets a freshly written guard again."""
+    capacity = 24
+    desc = marshal([SecBuffer(SECBUFFER_TOKEN, size=capacity)], False, GUARD, output=True)
+    assert desc.finish(_no_free, inputs=False) == []  # clean call: the guard is verified
+    block = desc.blocks[0]
+    assert block is not None and block.guarded == capacity
+
+    again = marshal([SecBuffer(SECBUFFER_TOKEN, size=capacity)], False, GUARD, output=True)
+    assert again is desc
+    assert _memory(again, 0, capacity + GUARD) == bytes(capacity) + buffers._pattern(GUARD)
+    _cb, _type, address = _c_buffer(again, 0)
+    ctypes.memset(address + capacity + 3, 0x00, 1)  # one byte inside the kept guard
+    found = again.finish(_no_free, inputs=False)
+    assert [(o.index, o.capacity, o.written_past) for o in found] == [(0, capacity, 4)]
+    assert block.guarded == -1
+
+    clean = marshal([SecBuffer(SECBUFFER_TOKEN, size=capacity)], False, GUARD, output=True)
+    assert _memory(clean, 0, capacity + GUARD) == bytes(capacity) + buffers._pattern(GUARD)
+    assert clean.finish(_no_free, inputs=False) == []
+
+
+def test_a_guard_moves_with_the_capacity() -> None:
+    """Shrinking then growing a slot's capacity rewrites the guard at each new offset and
+    zeroes the old pattern's bytes that are now padding."""
+    for capacity in (40, 8, 40, 56, 40):
+        out = [SecBuffer(SECBUFFER_TOKEN, size=capacity)]
+        desc = marshal(out, False, GUARD, output=True)
+        assert _memory(desc, 0, capacity + GUARD) == bytes(capacity) + buffers._pattern(GUARD), capacity
+        assert desc.finish(_no_free, inputs=False) == []
+        assert out[0].data == bytes(capacity)
+
+
+def test_outputs_and_inputs_have_separate_pools() -> None:
+    out = marshal([SecBuffer(SECBUFFER_TOKEN, size=16)], False, GUARD, output=True)
+    out.finish(_no_free, inputs=False)
+    given = [SecBuffer(SECBUFFER_TOKEN, b"token")]
+    inp = marshal(given, False, GUARD)
+    assert inp is not out
+    inp.finish(_no_free, inputs=True)
+    assert marshal([SecBuffer(SECBUFFER_TOKEN, size=16)], False, GUARD, output=True) is out
+
+
+def test_an_input_changed_in_place_is_copied_back() -> None:
+    token = b"\x11" * 12
+    given = [SecBuffer(SECBUFFER_TOKEN, token)]
+    desc = marshal(given, False, GUARD)
+    _cb, _type, address = _c_buffer(desc, 0)
+    ctypes.memmove(address + 11, b"\x22", 1)  # the last byte only
+    assert desc.finish(_no_free, inputs=True) == []
+    assert given[0].data == b"\x11" * 11 + b"\x22"

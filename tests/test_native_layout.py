@@ -176,3 +176,69 @@ def test_isolate_false_is_in_process_and_silent() -> None:
         assert {"client", "server", "requires-notify"} <= caps.features
     finally:
         adapter.close()
+
+
+# ---- hot-path twins (library.EntryPoints) -------------------------------------------------
+_ISC_PROTOTYPE = (
+    ffi.PSecHandle, ffi.PSecHandle, ctypes.c_void_p, ffi.ULONG, ffi.ULONG, ffi.ULONG,
+    ffi.PSecBufferDesc, ffi.ULONG, ffi.PSecHandle, ffi.PSecBufferDesc, ffi.PULONG, ffi.PTimeStamp,
+)
+
+
+def test_arguments_in_c_form_reach_a_c_prototype_unchanged_without_argtypes() -> None:
+    """The adapter calls the library's twins (no argtypes) with byref/None/arrays for
+    pointers and masked ints for ULONGs; a C function with the real prototype (a ctypes
+    thunk, reached through a bare function pointer as libffi reaches the library) must see
+    the same values, including ULONGs with the top bit set and those passed on the stack."""
+    seen: list[tuple[object, ...]] = []
+
+    def isc(*args: object) -> int:
+        seen.append(args)
+        return st_continue
+
+    st_continue = 0x00090312
+    thunk = ctypes.CFUNCTYPE(ffi.SECURITY_STATUS, *_ISC_PROTOTYPE)(isc)
+    address = ctypes.cast(thunk, ctypes.c_void_p).value
+    assert address is not None
+    bare = ctypes.CFUNCTYPE(ffi.SECURITY_STATUS)(address)
+    credential, new = ffi.SecHandle(7, 9), ffi.SecHandle()
+    target = ffi.wide("host/server")
+    status = bare(ctypes.byref(credential), None, target, 0xFFFFFFFF, 0x80000000, 0x10, None, 0xFFFFFFFE,
+                  ctypes.byref(new), None, None, None)
+    assert status & 0xFFFFFFFF == st_continue
+    (p_cred, p_ctxt, p_target, req, reserved1, rep, p_in, reserved2, p_new, p_out, p_attr, p_expiry), = seen
+    assert (req, reserved1, rep, reserved2) == (0xFFFFFFFF, 0x80000000, 0x10, 0xFFFFFFFE)
+    assert p_cred.contents.pair() == (7, 9)  # type: ignore[attr-defined]
+    assert ctypes.addressof(p_new.contents) == ctypes.addressof(new)  # type: ignore[attr-defined]
+    assert p_target == ctypes.addressof(target)
+    assert not any((p_ctxt, p_in, p_out, p_attr, p_expiry))
+
+
+def test_entry_points_have_argtype_free_twins_that_follow_swaps() -> None:
+    pytest.importorskip("sspilib", reason="sspilib (which ships libsspi) is not installed")
+    lib = library.load()
+    functions = lib.functions
+    checked = functions["InitializeSecurityContextW"]
+    twin = lib.direct["InitializeSecurityContextW"]
+    assert checked is not None and twin is not None and twin is not checked
+    assert checked.argtypes and twin.argtypes is None  # type: ignore[attr-defined]
+    assert twin.restype is ffi.SECURITY_STATUS  # type: ignore[attr-defined]
+
+    def fake(*args: object) -> int:
+        return 0
+
+    functions["InitializeSecurityContextW"] = fake  # a test's stand-in reaches the hot path
+    assert lib.direct["InitializeSecurityContextW"] is fake
+    functions["InitializeSecurityContextW"] = checked  # putting the original back restores the twin
+    assert lib.direct["InitializeSecurityContextW"] is twin
+    assert lib.has("InitializeSecurityContextW") and lib.InitializeSecurityContextW is checked
+
+
+def test_a_library_built_from_a_plain_dict_gets_entry_points() -> None:
+    def delete(handle: object) -> int:
+        return 0
+
+    lib = library.SspiLibrary(path="fake", functions={"DeleteSecurityContext": delete})
+    assert isinstance(lib.functions, library.EntryPoints)
+    assert lib.direct == {"DeleteSecurityContext": delete}
+    assert lib.call("DeleteSecurityContext", None) == 0

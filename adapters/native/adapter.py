@@ -135,6 +135,8 @@ def _auth_fields(auth_data: Mapping[str, Any] | None) -> tuple[str | None, str |
             raise Unsupported(f"auth_data account keys {sorted(extra)} (native maps only {sorted(AUTH_KEYS)})")
 
     user, domain, password = source.get("username"), source.get("domain"), source.get("password")
+    if type(user) is str and type(domain) is str and type(password) is str:
+        return user, domain, password  # the usual shape, nothing to convert
     return (
         None if user is None else str(user),
         None if domain is None else str(domain),
@@ -199,9 +201,11 @@ class NativeAdapter(Adapter):
         self._identities: dict[tuple[str | None, str | None, str | None], Any] = {}
         self._id = id(self)
         self._concurrent = not self._engine.inline  # worker threads exist: lock shared state
-        # The library's entry points, looked up per call in this same dict, so a test that
-        # swaps one (lib.functions[name] = fake) is honoured.
-        self._fns = self.lib.functions
+        # The library's hot-path entry points (bound without argtypes: every call below
+        # passes its arguments already in C form, see library.EntryPoints), looked up per
+        # call in this same dict, so a test that swaps one (lib.functions[name] = fake) is
+        # honoured.
+        self._fns = self.lib.direct
         # The two hottest async-context calls go straight to the engine (no extra frame).
         self.reinit_async_context = self._engine.reinit  # type: ignore[method-assign,assignment]
         self.get_async_call_status = self._engine.status  # type: ignore[method-assign,assignment]
@@ -376,7 +380,11 @@ class NativeAdapter(Adapter):
         principal_w = ffi.wide_cached(principal) if principal is not None else None
         package_w = ffi.wide_cached(package) if package is not None else None
         identity = self._identity_ref(fields) if fields is not None else None
-        scratch = _take_scratch()
+        try:  # _take_scratch(), inline
+            scratch = _SCRATCH.pop()
+            scratch.store[:] = _OUT_INITIAL
+        except IndexError:
+            scratch = _Scratch()
         status: int = self._fns["AcquireCredentialsHandleW"](  # type: ignore[misc]
             principal_w, package_w, use, None, identity, None, None, scratch.handle_ref, scratch.expiry_ref
         ) & _M32
@@ -440,7 +448,7 @@ class NativeAdapter(Adapter):
             guard = self.guard
             in_desc = marshal(input, False, guard) if input is not None else None
             out_list = outputs.output
-            out_desc = marshal(out_list, allocate, guard) if out_list is not None else None
+            out_desc = marshal(out_list, allocate, guard, True) if out_list is not None else None
             try:  # _take_scratch(), inline
                 scratch = _SCRATCH.pop()
                 scratch.store[:] = _OUT_INITIAL
@@ -624,38 +632,35 @@ class NativeAdapter(Adapter):
         )
 
     def _message_call(self, name: str, call: str, context: Handle | None, buffers: list[SecBuffer],
-                      *args: Any) -> int:
-        """A synchronous call ``name(phContext, *args)`` over ``buffers``; the
-        SecBufferDesc argument goes where the marker ``_DESC`` stands in ``args``."""
+                      before: tuple[Any, ...] = (), after: tuple[Any, ...] = ()) -> int:
+        """A synchronous call ``name(phContext, *before, pMessage, *after)`` over ``buffers``."""
         function = self._fns.get(name)
         if function is None:
             raise Unsupported(f"{name} is not exported")
         handle = self._context_ref(context, call)
         desc = marshal(buffers, False, self.guard)
-        status: int = function(handle, *[desc.ref if a is _DESC else a for a in args]) & _M32
+        status: int = function(handle, *before, desc.ref, *after) & _M32
         found = desc.finish(self._free_buffer, inputs=False)
         if found:
             self._overruns(found, "message", call)
         return status
 
     def encrypt_message(self, context: Handle | None, qop: int, buffers: list[SecBuffer], seqno: int = 0) -> int:
-        return self._message_call("EncryptMessage", "encrypt_message", context, buffers, qop & _M32, _DESC,
-                                  seqno & _M32)
+        return self._message_call("EncryptMessage", "encrypt_message", context, buffers, (qop & _M32,),
+                                  (seqno & _M32,))
 
     def decrypt_message(self, context: Handle | None, buffers: list[SecBuffer], seqno: int = 0) -> tuple[int, int]:
         qop = ffi.ULONG(0)
-        status = self._message_call("DecryptMessage", "decrypt_message", context, buffers, _DESC, seqno & _M32,
-                                    ctypes.byref(qop))
+        status = self._message_call("DecryptMessage", "decrypt_message", context, buffers, (),
+                                    (seqno & _M32, ctypes.byref(qop)))
         return status, int(qop.value)
 
     def complete_auth_token(self, context: Handle | None, buffers: list[SecBuffer]) -> int:
         """CompleteAuthToken -- not part of the async contract (no async twin exists), but
         sspi-rs' NTLM server answers SEC_I_COMPLETE_NEEDED (allowed by CALL-17) and checks
         the password only here, so callers need it to finish such a handshake."""
-        return self._message_call("CompleteAuthToken", "complete_auth_token", context, buffers, _DESC)
+        return self._message_call("CompleteAuthToken", "complete_auth_token", context, buffers)
 
     def apply_control_token(self, context: Handle | None, buffers: list[SecBuffer]) -> int:
-        return self._message_call("ApplyControlToken", "apply_control_token", context, buffers, _DESC)
+        return self._message_call("ApplyControlToken", "apply_control_token", context, buffers)
 
-
-_DESC = object()  # marks where _message_call puts the SecBufferDesc argument

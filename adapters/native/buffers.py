@@ -14,11 +14,17 @@ Speed (docs/native.md, Performance): the C side of a call is reused, as a C call
 reuses its stack frame.  A :class:`CBufferDesc` (SecBufferDesc, SecBuffer array and
 sentinel in one C structure, plus a ``byref`` to it) is pooled per buffer count, and each
 of its slots keeps its memory: a ``bytearray`` seen by C through a ``c_char`` array, so
-filling it (data, zero padding, guard pattern) is three slice assignments and the guard
-check is one bytes comparison.  Descriptor and array are written with one ``struct`` pack
-and read with one unpack.  Pools are plain lists (``pop``/``append`` are atomic under the
-GIL), so worker threads share them without a lock.  Nothing from an earlier call is
-visible to the library: padding is zeroed and guard and sentinel rewritten every time.
+filling it (data, zero padding, guard pattern) is at most three slice assignments and the
+guard check is one in-place comparison (``startswith`` at the guard's offset: no copy).
+A guard zone left intact at the same offset, as a reused output buffer's is, is not
+rewritten: the block remembers where its verified pattern lies (``_Block.guarded``) and
+any write the library made past it is still found by the next check.  Descriptor and
+array are written with one ``struct`` pack and read with one unpack.  Pools are plain
+lists (``pop``/``append`` are atomic under the GIL), so worker threads share them without
+a lock; inputs and outputs have separate pools so that an output slot keeps its block and
+its guard position from one call to the next.  Nothing from an earlier call is visible to
+the library: padding is zeroed, the sentinel rewritten and the guard rewritten or found
+intact every time.
 """
 
 from __future__ import annotations
@@ -47,6 +53,10 @@ _SENTINEL_ENTRY = (_SENTINEL_ULONG, _SENTINEL_ULONG, _SENTINEL_PTR)
 _ZEROS = memoryview(bytes(1 << 16))  # padding source: a slice of it copies without allocating
 _KEPT_MAX = 1 << 20  # a frame does not keep a block larger than this between calls
 _DESC_SIZE = ctypes.sizeof(ffi.SecBufferDesc)
+# The frame of a single buffer (descriptor, SecBuffer, sentinel): the usual case, packed
+# and unpacked with explicit fields (no tuple building on the hot path).
+_ONE = struct.Struct("@" + "IIP" * 3)
+_M32 = 0xFFFFFFFF
 
 
 @functools.lru_cache(maxsize=8)
@@ -55,9 +65,15 @@ def _pattern(length: int) -> bytes:
 
 
 class _Block:
-    """Buffer memory: a bytearray (slice writes are one memcpy) that C sees as a c_char array."""
+    """Buffer memory: a bytearray (slice writes are one memcpy) that C sees as a c_char array.
 
-    __slots__ = ("address", "c", "size", "store")
+    ``guarded``: the offset (a capacity) at which the frame's current guard pattern was
+    last written or verified intact, else -1.  Only this module writes into the block, and
+    never past the capacity it lays out, so a pattern found intact after a call is still
+    there for the next call of the same capacity.
+    """
+
+    __slots__ = ("address", "c", "guarded", "size", "store")
 
     def __init__(self, need: int) -> None:
         self.size = size = 1 << max(11, (need - 1).bit_length())  # next power of two, at least 2 KiB
@@ -65,6 +81,7 @@ class _Block:
         # from_buffer pins the bytearray (it can no longer be resized), so the address holds.
         self.c = (ctypes.c_char * size).from_buffer(self.store)
         self.address = ctypes.addressof(self.c)
+        self.guarded = -1
 
 
 @functools.lru_cache(maxsize=64)
@@ -75,7 +92,8 @@ def _frame_type(count: int) -> type[ctypes.Structure]:
     })
 
 
-_FRAMES: dict[int, list[CBufferDesc]] = {}
+_FRAMES: dict[int, list[CBufferDesc]] = {}  # input (and message) frames by buffer count
+_OUTPUT_FRAMES: dict[int, list[CBufferDesc]] = {}  # output frames by buffer count
 
 @dataclass(frozen=True, slots=True)
 class Overrun:
@@ -97,19 +115,22 @@ _NO_OVERRUNS: list[Overrun] = []  # shared empty result; callers only iterate it
 _NO_BUFFERS: list[SecBuffer] = []  # what an idle frame points at (never mutated)
 
 
-def marshal(buffers: list[SecBuffer], allocate: bool = False, guard: int = DEFAULT_GUARD) -> CBufferDesc:
-    """A C SecBufferDesc for ``buffers``, taken from the pool for its buffer count."""
+def marshal(
+    buffers: list[SecBuffer], allocate: bool = False, guard: int = DEFAULT_GUARD, output: bool = False
+) -> CBufferDesc:
+    """A C SecBufferDesc for ``buffers``, taken from the pool for its buffer count (and
+    role: ``output`` frames are pooled apart, see the module docstring)."""
     count = len(buffers)
-    pool = _FRAMES.get(count)
+    frames = _OUTPUT_FRAMES if output else _FRAMES
+    pool = frames.get(count)
     if pool is None:
-        pool = _FRAMES.setdefault(count, [])
+        pool = frames.setdefault(count, [])
     try:
         desc = pool.pop()
     except IndexError:  # none free (or another thread took the last one)
         desc = CBufferDesc(count, pool)
-    if count == 1 and guard == desc.guard:  # fill(), for the usual single buffer
-        desc.buffers = buffers
-        desc.layout.pack_into(desc.memory, 0, *desc.head, *desc._slot(0, buffers[0], allocate), *_SENTINEL_ENTRY)
+    if count == 1 and guard == desc.guard:
+        desc.fill_one(buffers, allocate)
     else:
         desc.fill(buffers, allocate, guard)
     return desc
@@ -129,8 +150,8 @@ class CBufferDesc:
     one ``struct`` pack and read with one unpack; each slot keeps its memory block.
     """
 
-    __slots__ = ("blocks", "buffers", "caps", "count", "guard", "head", "huge", "layout", "memory", "pool", "ref",
-                 "tail", "view")
+    __slots__ = ("array", "blocks", "buffers", "caps", "count", "guard", "head", "huge", "layout", "memory", "pool",
+                 "ref", "tail", "view")
 
     def __init__(self, count: int, pool: list[CBufferDesc] | None = None) -> None:
         self.count = count
@@ -140,7 +161,8 @@ class CBufferDesc:
         self.ref = ctypes.byref(self.view)  # what the library is handed, built once
         # desc (ulVersion, cBuffers, pBuffers) then every SecBuffer, sentinel included.
         self.layout = struct.Struct("@" + "IIP" * (count + 2))
-        self.head = (SECBUFFER_VERSION, count, ctypes.addressof(self.memory) + _DESC_SIZE)
+        self.array = ctypes.addressof(self.memory) + _DESC_SIZE  # pBuffers
+        self.head = (SECBUFFER_VERSION, count, self.array)
         self.huge = False  # a slot holds a block too large to keep after the call
         self.blocks: list[_Block | None] = [None] * count
         self.caps = [0] * count
@@ -157,11 +179,14 @@ class CBufferDesc:
         if guard != self.guard:
             self.guard = guard = max(16, guard)
             self.tail = _pattern(guard)
+            for block in self.blocks:
+                if block is not None:
+                    block.guarded = -1  # a pattern of another length: rewrite it
+        if self.count == 1:
+            self.fill_one(buffers, allocate)
+            return
         self.buffers = buffers
         # The descriptor is rewritten too: the library could have changed it last time.
-        if self.count == 1:
-            self.layout.pack_into(self.memory, 0, *self.head, *self._slot(0, buffers[0], allocate), *_SENTINEL_ENTRY)
-            return
         fields = list(self.head)
         for index in range(self.count):
             fields += self._slot(index, buffers[index], allocate)
@@ -188,9 +213,44 @@ class CBufferDesc:
         if capacity > used:
             pad = capacity - used
             store[used:capacity] = _ZEROS[:pad] if pad <= len(_ZEROS) else bytes(pad)
-        store[capacity:capacity + guard] = self.tail
+        if block.guarded != capacity:
+            store[capacity:capacity + guard] = self.tail
+            block.guarded = capacity
         self.caps[index] = capacity
         return capacity, buf.type & 0xFFFFFFFF, block.address
+
+    def fill_one(self, buffers: list[SecBuffer], allocate: bool) -> None:
+        """:meth:`fill` for the usual single buffer with the frame's guard size: the same
+        layout as :meth:`_slot`, written in one frame and one explicit pack."""
+        self.buffers = buffers
+        buf = buffers[0]
+        data = buf.data
+        used = len(data)
+        size = buf.size
+        capacity = size if size is not None and size > used else used
+        if allocate or capacity <= 0:
+            self.caps[0] = 0
+            _ONE.pack_into(self.memory, 0, SECBUFFER_VERSION, 1, self.array, 0, buf.type & _M32, 0,
+                           _SENTINEL_ULONG, _SENTINEL_ULONG, _SENTINEL_PTR)
+            return
+        guard = self.guard
+        block = self.blocks[0]
+        if block is None or block.size < capacity + guard:
+            block = self.blocks[0] = _Block(capacity + guard)
+            if block.size > _KEPT_MAX:
+                self.huge = True
+        store = block.store
+        if used:
+            store[0:used] = data
+        if capacity > used:
+            pad = capacity - used
+            store[used:capacity] = _ZEROS[:pad] if pad <= len(_ZEROS) else bytes(pad)
+        if block.guarded != capacity:
+            store[capacity:capacity + guard] = self.tail
+            block.guarded = capacity
+        self.caps[0] = capacity
+        _ONE.pack_into(self.memory, 0, SECBUFFER_VERSION, 1, self.array, capacity, buf.type & _M32, block.address,
+                       _SENTINEL_ULONG, _SENTINEL_ULONG, _SENTINEL_PTR)
 
     def finish(self, free: Callable[[int], int], *, inputs: bool) -> list[Overrun]:
         """After the call: guard check, read-back and copy-back into the caller's
@@ -199,10 +259,11 @@ class CBufferDesc:
         For input lists only buffers the library changed are touched, so EXTRA/MISSING
         land in the caller's input list (SCH-25) and untouched tokens stay as they were.
         """
-        entries = self.layout.unpack_from(self.memory, 0)
         if self.count == 1:
             # The usual single buffer, left where we put it, guard and sentinel intact.
-            cb, kind, address, sentinel_cb, sentinel_kind, stray = entries[3:]
+            _version, _count, _array, cb, kind, address, sentinel_cb, sentinel_kind, stray = _ONE.unpack_from(
+                self.memory
+            )
             capacity = self.caps[0]
             block = self.blocks[0]
             if (
@@ -210,16 +271,21 @@ class CBufferDesc:
                 and (kind & 0x0FFFFFFF) not in COUNT_ONLY_TYPES
                 and (
                     (address == 0 and capacity == 0)
+                    # The guard compared in place: the block is at least capacity + guard long.
                     or (capacity and block is not None and address == block.address
-                        and block.store[capacity:capacity + self.guard] == self.tail)
+                        and block.store.startswith(self.tail, capacity))
                 )
             ):
                 target = self.buffers[0]
                 if inputs and cb == capacity and kind == target.type & 0xFFFFFFFF:
                     if capacity:
-                        now: bytes = block.c[:capacity]  # type: ignore[union-attr,assignment]  # bytes
-                        if now != target.data.ljust(capacity, b"\0"):
-                            target.data = now  # modified in place (DecryptMessage)
+                        given = target.data
+                        # Unchanged (the usual case) is tested in place; otherwise compare
+                        # a copy with the caller's bytes, zero padding included.
+                        if len(given) != capacity or not block.store.startswith(given):  # type: ignore[union-attr]
+                            now: bytes = block.c[:capacity]  # type: ignore[union-attr,assignment]  # bytes
+                            if now != given.ljust(capacity, b"\0"):
+                                target.data = now  # modified in place (DecryptMessage)
                 else:
                     target.type = kind
                     data: bytes = block.c[:min(cb, capacity + self.guard)] if capacity else b""  # type: ignore[union-attr,assignment]
@@ -230,6 +296,7 @@ class CBufferDesc:
                     self._drop_huge()
                 self.pool.append(self)
                 return _NO_OVERRUNS
+        entries = self.layout.unpack_from(self.memory, 0)
         found = self._overruns(entries)
         self._copy_back(entries, free, inputs)
         self._release()
@@ -246,6 +313,9 @@ class CBufferDesc:
                 if seen != tail:
                     last = max(i for i in range(guard) if seen[i] != tail[i])
                     found.append(Overrun(index, capacity, last + 1))
+                    block.guarded = -1  # rewrite it next time
+                else:
+                    block.guarded = capacity
         base = 3 * (self.count + 1)
         if entries[base:base + 3] != _SENTINEL_ENTRY:
             found.append(Overrun(self.count, 0, 0, sentinel=True))

@@ -87,7 +87,8 @@ def acquire(adapter: Adapter, package: str, use: int, auth: Mapping[str, Any] | 
 
 
 def token_outputs(capacity: int = 4096) -> CallOutputs:
-    return CallOutputs(output=[SecBuffer(SECBUFFER_TOKEN, size=capacity)])
+    # Positional arguments: the dataclasses' keyword handling costs as much as the rest.
+    return CallOutputs(None, None, [SecBuffer(SECBUFFER_TOKEN, b"", capacity)])
 
 
 def initialize(

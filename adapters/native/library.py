@@ -13,7 +13,7 @@ import glob
 import importlib.util
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,19 +90,81 @@ class LibraryNotFound(RuntimeError, ValueError):
     """No SSPI library could be loaded; the message lists the paths tried."""
 
 
+Function = Callable[..., int]
+
+
+class EntryPoints(MutableMapping[str, Function | None]):
+    """The bound entry points by name (``lib.functions``): each with its C prototype as
+    ``argtypes``, so any caller's arguments are converted and type-checked.
+
+    ``direct`` maps the same names to the adapter's hot-path twins: the same symbols bound
+    a second time with ``restype`` but without ``argtypes``.  ctypes then converts each
+    argument from what it is instead of calling the prototype's ``from_param`` per
+    argument, which costs more than 1 us for InitializeSecurityContextW's twelve.  A twin
+    is only safe for a caller that passes every argument already in its C form: ``byref``
+    / arrays for pointers, ``None`` for NULL, and ULONGs as ints already masked to 32 bits
+    (which ctypes passes as a 32-bit int: the same bits in the same register or stack
+    slot as an unsigned ULONG on the ABIs sspi-rs ships for; see
+    tests/test_native_layout.py).  The adapter's calls do exactly that.
+
+    Assigning an entry (a test's fake with the same prototype) replaces it in ``direct``
+    too, so the hot path calls the fake; assigning the original back restores its twin.
+    """
+
+    def __init__(self, checked: Mapping[str, Function | None], twins: Mapping[str, Function | None] | None = None):
+        self._entries: dict[str, Function | None] = dict(checked)
+        self._original = dict(checked)
+        self._twins = dict(twins if twins is not None else checked)
+        self.direct: dict[str, Function | None] = {name: self._twins.get(name, fn) for name, fn in checked.items()}
+
+    def __getitem__(self, name: str) -> Function | None:
+        return self._entries[name]
+
+    def __setitem__(self, name: str, function: Function | None) -> None:
+        self._entries[name] = function
+        original = self._original.get(name)
+        restored = function is original and original is not None
+        self.direct[name] = self._twins.get(name, function) if restored else function
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+        self.direct.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"EntryPoints({self._entries!r})"
+
+
 @dataclass
 class SspiLibrary:
     """The bound entry points of one loaded library.
 
-    Functions are plain attributes so that a test can swap one for a fake with the same
-    C prototype (e.g. one that overruns its output buffer).  Optional functions the
+    Functions are swappable entries of ``functions`` so that a test can replace one with
+    a fake with the same C prototype (e.g. one that overruns its output buffer); the
+    adapter's hot path follows the swap (:class:`EntryPoints`).  Optional functions the
     library does not export are None.
     """
 
     path: str
     handle: Any = None
-    functions: dict[str, Callable[..., int] | None] = field(default_factory=dict)
+    functions: MutableMapping[str, Function | None] = field(default_factory=dict)
     async_exports: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.functions, EntryPoints):
+            self.functions = EntryPoints(self.functions)
+
+    @property
+    def direct(self) -> dict[str, Function | None]:
+        """The hot-path twins (see :class:`EntryPoints`), following any swap."""
+        functions = self.functions
+        assert isinstance(functions, EntryPoints)
+        return functions.direct
 
     def __getattr__(self, name: str) -> Any:
         functions = self.__dict__.get("functions", {})
@@ -149,23 +211,28 @@ def candidate_paths(explicit: str | None = None) -> list[str]:
     return sspilib_candidates()
 
 
-def _bind(handle: Any, name: str) -> Callable[..., int] | None:
+def _bind(handle: Any, name: str) -> tuple[Function | None, Function | None]:
+    """(the entry point with its prototype, its hot-path twin without argtypes)."""
     try:
         function = getattr(handle, name)
     except AttributeError:
-        return None
+        return None, None
     function.argtypes = list(_PROTOTYPES[name])
     function.restype = ffi.SECURITY_STATUS
-    return function
+    twin = handle[name]  # indexing binds a new function object (attribute access caches one)
+    twin.restype = ffi.SECURITY_STATUS
+    return function, twin
 
 
 def bind(handle: Any, path: str) -> SspiLibrary:
     """Bind the entry points of an already loaded ctypes library."""
-    functions = {name: _bind(handle, name) for name in (*REQUIRED, *OPTIONAL)}
-    missing = [name for name in REQUIRED if functions[name] is None]
+    bound = {name: _bind(handle, name) for name in (*REQUIRED, *OPTIONAL)}
+    missing = [name for name in REQUIRED if bound[name][0] is None]
     if missing:
         raise LibraryNotFound(f"{path} is not an SSPI library: missing {', '.join(missing)}")
     exports = tuple(name for name in ASYNC_SYMBOLS if hasattr(handle, name))
+    functions = EntryPoints({name: pair[0] for name, pair in bound.items()},
+                            {name: pair[1] for name, pair in bound.items()})
     return SspiLibrary(path=path, handle=handle, functions=functions, async_exports=exports)
 
 
