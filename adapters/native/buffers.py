@@ -156,12 +156,17 @@ class CBufferDesc:
     def __init__(self, count: int, pool: list[CBufferDesc] | None = None) -> None:
         self.count = count
         self.pool = pool if pool is not None else []
-        self.memory = _frame_type(count)()
-        self.view = self.memory.desc  # shares the frame's memory; byref keeps it alive
+        # The frame's memory is a bytearray that C sees through the ctypes frame laid over it
+        # (from_buffer pins it): struct packs into and unpacks from the bytearray directly,
+        # which is cheaper than through a ctypes object's buffer export.
+        frame_type = _frame_type(count)
+        self.memory = bytearray(ctypes.sizeof(frame_type))
+        frame = frame_type.from_buffer(self.memory)
+        self.view = frame.desc  # shares the frame's memory; byref keeps it (and the bytearray) alive
         self.ref = ctypes.byref(self.view)  # what the library is handed, built once
         # desc (ulVersion, cBuffers, pBuffers) then every SecBuffer, sentinel included.
         self.layout = struct.Struct("@" + "IIP" * (count + 2))
-        self.array = ctypes.addressof(self.memory) + _DESC_SIZE  # pBuffers
+        self.array = ctypes.addressof(frame) + _DESC_SIZE  # pBuffers
         self.head = (SECBUFFER_VERSION, count, self.array)
         self.huge = False  # a slot holds a block too large to keep after the call
         self.blocks: list[_Block | None] = [None] * count
