@@ -2,6 +2,10 @@
 
 Options arrive as strings (``--adapter-option KEY=VALUE``); each adapter parses its own
 and raises ValueError with a clear message for an unknown key or a bad value.
+
+An adapter package may also expose ``loads_foreign_code(options) -> bool``: True when the
+adapter, so configured, runs an implementation's machine code inside the calling process,
+where a crash takes the caller down with it (the runner then keeps a process between them).
 """
 
 from __future__ import annotations
@@ -27,3 +31,12 @@ def create_adapter(name: str, options: Mapping[str, str] | None = None) -> Adapt
     module = importlib.import_module(module_name)
     adapter: Adapter = module.create(dict(options or {}))
     return adapter
+
+
+def loads_foreign_code(name: str, options: Mapping[str, str] | None = None) -> bool:
+    """Whether adapter ``name`` with ``options`` runs implementation code in this process."""
+    module_name = ADAPTERS.get(name)
+    if module_name is None:
+        return False
+    probe = getattr(importlib.import_module(module_name), "loads_foreign_code", None)
+    return bool(probe(dict(options or {}))) if probe is not None else False

@@ -26,6 +26,7 @@ EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
+MAX_WORKER_RESTARTS = 100_000  # in effect unbounded: one restart per crashing scenario at most
 
 
 class UsageError(Exception):
@@ -132,7 +133,9 @@ def pytest_args(args: argparse.Namespace, paths: Sequence[Path]) -> list[str]:
     if args.keyword:
         argv += ["-k", args.keyword]
     if args.workers is not None:
-        argv += ["-n", str(args.workers)]
+        # xdist stops replacing crashed workers after 4 per worker by default, and the
+        # scenarios left unrun would be results lost: each crash is a verdict, so keep going.
+        argv += ["-n", str(args.workers), "--max-worker-restart", str(MAX_WORKER_RESTARTS)]
     if args.scenario_timeout_ms is not None:
         argv += ["--scenario-timeout-ms", str(args.scenario_timeout_ms)]
     if args.keep_trace:
@@ -207,6 +210,7 @@ def execute_run(args: argparse.Namespace, out: TextIO) -> RunOutcome:
     """
     import pytest
 
+    from adapters.registry import loads_foreign_code
     from conformance.reports.jsonl import RESULTS_NAME, read_results
 
     paths = corpus_paths(args.paths)
@@ -223,6 +227,13 @@ def execute_run(args: argparse.Namespace, out: TextIO) -> RunOutcome:
     if args.repeat < 1:
         raise UsageError("--repeat must be at least 1")
     check_adapter(adapter, options)
+    if args.workers is None and loads_foreign_code(adapter, options):
+        # The implementation would run inside this process, where a crash ends the run and
+        # loses the reports.  One xdist worker keeps a process in between: a crash kills the
+        # worker, xdist starts another, the scenario gets the verdict ``crashed``, the run goes on.
+        args.workers = "1"
+        print(f"sspi-conformance: adapter {adapter!r} runs the implementation in process; scenarios run in "
+              "one worker process so that a crash becomes a verdict (-n 0 runs them here)", file=sys.stderr)
     report_dir = Path(args.report_dir).resolve()
     args.report_dir = report_dir
     results_path = report_dir / RESULTS_NAME

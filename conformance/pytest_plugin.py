@@ -101,6 +101,8 @@ class Settings:
     report_dir_made: bool = False
     failed_reports: int = 0  # controller: failed test reports seen (xdist replays workers' here)
     failed_other: int = 0  # ... of which not from a scenario item
+    scheduled: int = 0  # controller: scenario items collected to run (0: not known)
+    unfinished: int = 0  # ... of which no result came back (the run stopped early)
 
     def adapter_factory(self) -> Callable[[], Adapter]:
         from adapters.registry import create_adapter
@@ -425,15 +427,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if session.testsfailed and not session.config.getoption("continue_on_collection_errors"):
         return  # pytest stops before running anything: keep the previous results
-    if any(isinstance(item, ScenarioItem) for item in session.items):
-        _prepare(settings_of(session.config))
+    scheduled = sum(isinstance(item, ScenarioItem) for item in session.items)
+    if scheduled:
+        settings = settings_of(session.config)
+        settings.scheduled = scheduled
+        _prepare(settings)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     # xdist controller: called for each worker's collection before any test is scheduled.
-    if not node.config.option.collectonly and any(".yaml::" in i or ".yml::" in i for i in ids):
-        _prepare(settings_of(node.config))
+    scheduled = sum(".yaml::" in i or ".yml::" in i for i in ids)
+    if not node.config.option.collectonly and scheduled:
+        settings = settings_of(node.config)
+        settings.scheduled = max(settings.scheduled, scheduled)  # every worker collects them all
+        _prepare(settings)
 
 
 def crash_result(nodeid: str, settings: Settings, rootpath: Path, detail: str) -> ScenarioResult:
@@ -481,6 +489,16 @@ class CrashRecorder:
         if not settings.prepared or not (".yaml::" in crashitem or ".yml::" in crashitem):
             return
         result = crash_result(crashitem, settings, self.config.rootpath, str(report.longrepr))
+        profile = settings.loaded_profile
+        if profile is not None:
+            # A crash the profile expects (xfail pinned to ``crashed``) is judged like any other
+            # result; xdist logs ``report`` after this hook, so it shows the same outcome.
+            from conformance.profile import apply
+
+            result = apply(profile, result)
+            if result.verdict is Verdict.XFAIL:
+                report.outcome = "skipped"
+                report.wasxfail = result.expectation
         settings.report_dir.mkdir(parents=True, exist_ok=True)
         append_result(settings.report_dir / RESULTS_NAME, result, nodeid=crashitem, worker="",
                       profile=settings.profile or "")
@@ -510,6 +528,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     only_scenarios = settings.failed_other == 0 and session.testsfailed == settings.failed_reports
     if session.exitstatus == pytest.ExitCode.TESTS_FAILED and only_scenarios and settings.results:
         session.exitstatus = pytest.ExitCode(exit_code(settings.results, settings.strict))
+    # Scenarios that never reported (xdist gave up restarting crashed workers, say) are
+    # results lost: the run is incomplete, so it cannot pass.
+    settings.unfinished = max(0, settings.scheduled - len(settings.results))
+    if settings.unfinished and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -524,6 +547,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     from conformance.policy import is_graded_out
 
     terminalreporter.write_line(f"sspi-conformance: {len(settings.results)} results, reports in {settings.report_dir}")
+    if settings.unfinished:
+        terminalreporter.write_line(
+            f"sspi-conformance: {settings.unfinished} of {settings.scheduled} scenarios never reported a result "
+            "(the run stopped early); the run fails", red=True)
     graded = sum(is_graded_out(r, settings.strict) for r in settings.results)
     if graded:
         terminalreporter.write_line(f"sspi-conformance: {graded} should/may-level failure(s) do not fail the run "

@@ -291,3 +291,31 @@ def test_killed_run_keeps_every_finished_result(tmp_path: Path) -> None:
     assert not (reports / "report.html").exists()
     paths = write_reports(reports, finished)
     assert "tiny.fast-2" in paths["html"].read_text()
+
+
+def test_in_process_foreign_code_runs_in_a_worker_that_may_crash(tmp_path: Path, monkeypatch, capsys) -> None:
+    # An adapter that loads an implementation's machine code into this process (the native
+    # adapter with isolate=false) gets one xdist worker unless -n says otherwise, so that a
+    # crash kills a replaceable worker, not the run; xdist must never give up replacing it.
+    from adapters import registry
+
+    assert registry.loads_foreign_code("native", {"isolate": "false"})
+    assert not registry.loads_foreign_code("native", {})
+    assert not registry.loads_foreign_code("simulator", {})
+    assert not registry.loads_foreign_code("no-such-adapter", {})
+    seen: list[list[str]] = []
+
+    def fake_main(argv: list[str]) -> int:
+        seen.append(list(argv))
+        return 5  # no tests: the CLI's answer to that is not this test's business
+
+    monkeypatch.setattr("pytest.main", fake_main)
+    monkeypatch.setattr(registry, "loads_foreign_code", lambda name, options: name == "simulator")
+    (tmp_path / "s.yaml").write_text(PASSING)
+    main(["run", "--report-dir", str(tmp_path / "r"), str(tmp_path / "s.yaml")])
+    assert "one worker process" in capsys.readouterr().err
+    argv = seen[-1]
+    assert argv[argv.index("-n") + 1] == "1" and "--max-worker-restart" in argv
+    main(["run", "-n", "0", "--report-dir", str(tmp_path / "r"), str(tmp_path / "s.yaml")])
+    argv = seen[-1]
+    assert argv[argv.index("-n") + 1] == "0"

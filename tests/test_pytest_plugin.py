@@ -190,6 +190,49 @@ def test_xdist_two_workers_record_every_result_exactly_once(pytester: pytest.Pyt
     assert junit.count("<testcase ") == 14
 
 
+CRASHY_PROFILE = "profile: crashy\nimplementation: {name: crashy, version: '1'}\nexpectations:\n"
+CRASHING_CONFTEST = (
+    "import os\n"
+    "def pytest_runtest_call(item):\n"
+    "    if item.name.startswith('plug.crash'):\n"
+    "        os._exit(3)\n"
+)
+
+
+def test_a_crash_the_profile_expects_is_an_xfail(pytester: pytest.Pytester, monkeypatch) -> None:
+    # The profile pins the crash (xfail, verdict crashed): the worker's death is judged like
+    # any other result, in results.jsonl and in pytest's own outcome, and the run passes.
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    write(pytester, "scenarios/plug/pass.yaml", PASSING.format(sid="plug.pass"))
+    write(pytester, "scenarios/plug/crash.yaml", PASSING.format(sid="plug.crash"))
+    write(pytester, "profile.yaml", CRASHY_PROFILE + "  - id: plug.crash\n"
+                                                     "    xfail: crashes on purpose\n    pin: {verdict: crashed}\n")
+    pytester.makeconftest(CRASHING_CONFTEST)
+    result = pytester.runpytest_subprocess(*plugin_args(), *FAST, "-n", "1", "--profile", "profile.yaml")
+    result.assert_outcomes(passed=1, xfailed=1)
+    assert result.ret == 0
+    by_id = {r["id"]: r for r in results(pytester)}
+    assert by_id["plug.crash"]["verdict"] == "xfail" and "crashes on purpose" in by_id["plug.crash"]["expectation"]
+
+
+def test_scenarios_left_unrun_when_xdist_gives_up_fail_the_run(pytester: pytest.Pytester, monkeypatch) -> None:
+    # xdist stops replacing crashed workers after --max-worker-restart; the scenarios it never
+    # ran have no result, and a run that lost results must not pass, whatever it did run.
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    for i in range(3):
+        write(pytester, f"scenarios/plug/crash{i}.yaml", PASSING.format(sid=f"plug.crash{i}"))
+    for i in range(4):
+        write(pytester, f"scenarios/plug/pass{i}.yaml", PASSING.format(sid=f"plug.pass{i}"))
+    write(pytester, "profile.yaml", CRASHY_PROFILE + "  - id: 'plug.crash*'\n    xfail: crashes on purpose\n")
+    pytester.makeconftest(CRASHING_CONFTEST)
+    result = pytester.runpytest_subprocess(*plugin_args(), *FAST, "-n", "1", "--max-worker-restart", "0",
+                                           "--profile", "profile.yaml")
+    assert result.ret == 1
+    recorded = results(pytester)
+    assert len(recorded) < 7
+    assert f"{7 - len(recorded)} of 7 scenarios never reported a result" in result.stdout.str()
+
+
 def test_collect_only_keeps_the_previous_results(pytester: pytest.Pytester) -> None:
     write(pytester, "scenarios/plug/pass.yaml", PASSING.format(sid="plug.pass"))
     run(pytester).assert_outcomes(passed=1)

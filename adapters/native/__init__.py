@@ -74,6 +74,11 @@ def _check(options: Mapping[str, str]) -> None:
         _positive_int(options, key, None)
 
 
+def loads_foreign_code(options: Mapping[str, str]) -> bool:
+    """``isolate=false`` loads the library into the calling process (adapters/registry.py)."""
+    return not _flag(options, "isolate", True)
+
+
 def create_inprocess(options: Mapping[str, str] | None = None) -> Adapter:
     """The NativeAdapter loaded into this process (what the isolation agent runs)."""
     from adapters.native.adapter import NativeAdapter
