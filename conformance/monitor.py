@@ -54,6 +54,7 @@ import itertools
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -103,6 +104,8 @@ _ARG_NAMES: dict[str, tuple[str, ...]] = {
 # How many freed contexts are remembered, so late callbacks and double frees can still be
 # attributed to a label; older ones are forgotten (bounded memory on long runs).
 _FREED_MEMORY = 1024
+# With a trace limit, events beyond it are dropped this many at a time (see ContractMonitor._trim).
+_TRIM_CHUNK = 256
 
 
 def _column(event: Event) -> dict[State, Rule]:
@@ -119,35 +122,67 @@ _Q_NOTIFY, _Q_SILENT_DELETE, _Q_SILENT = (_ON_QUEUE[e] for e in (Event.QUEUE, Ev
 # Completion statuses an operation may report (PENDING excluded), by operation name.
 _ALLOWED = {op: allowed - {st.SEC_I_ASYNC_CALL_PENDING} for op, (_, allowed) in COMPLETION_STATUSES.items()}
 _monotonic = time.monotonic
+_new_object = object.__new__
+_starmap, _repeat = itertools.starmap, itertools.repeat
+_consume = deque[Any](maxlen=0).extend  # runs an iterator to its end, in C
 _get_ident = threading.get_ident
 
-# The trace is one flat list, _W slots per event: key, async context, args, status, time, thread,
-# extra.  Keys are (kind, op, detail) tuples; the hot paths store shared constants and values the
-# caller already owns, so an event leaves nothing new for the garbage collector to track: objects
-# that outlive a collection are what made it run (and walk the trace) every few hundred calls,
-# which cost the monitor more than all its checks.  Registrations keep the data in ``extra``; the
-# usual-case queue calls keep their arguments in the call record (see _ARGS).  An event's number
-# is its position (plus the events dropped by ``trace_limit``).
-_W = 7
+# The trace is a deque with one item per event, so an event's number is its position plus the
+# events dropped from the front (``trace_limit``), and recording one is a single append.  Items
+# are plain values, decoded and formatted only when somebody reads the trace (see _decode):
+#
+# * int: a bare event on async context n, untimed and on the monitor's thread: n when create
+#   returned it, -n when SspiFreeAsyncContext was called on it, _COMPLETE_BASE + n when
+#   control.complete was called for it (n itself or one addition: every int made is an
+#   allocation, which costs as much as several bytecodes);
+# * list: a queue call, as its call record (see _Call), which holds the context, the arguments
+#   and, once the call returned, its status; the same record appended again is the event of
+#   the callback for that call (see _CB_STATUS);
+# * 4-tuple ``(_K_REGISTER, number, callback, data)``: a registration that returned SEC_E_OK.  It
+#   is also the shadow's ``reg`` (the registration the contract says is in force), so the hot
+#   path builds one tuple for both;
+# * 3-tuple ``(_K_STATUS, number, status)``: a status read of the final status, untimed;
+# * 5-tuple ``(_K_STATUS, number, status, time, thread)``: another status read (thread None:
+#   the monitor's thread);
+# * 6-tuple ``(key, ctx, args, status, time, thread)``: anything else (rare paths), key a
+#   ``(kind, op, detail)`` tuple.
+#
+# Contexts are named by number (see _ref), so items hold only plain values and values the caller
+# already owns.  Garbage collection: CPython runs its collector once 700 more containers (tuples,
+# lists, objects) have been made than freed, and a run walks every young container; a monitor
+# that kept its call records, registrations and shadows while dropping old ones in large batches
+# would trigger a run every few hundred round trips, costing more than all its checks.  With a
+# trace limit the monitor therefore lets old events go a few at a time (ContractMonitor._trim)
+# and forgets freed contexts one for one (_FREED_MEMORY), so what it frees keeps pace with what
+# it makes.
+_COMPLETE_BASE = 1 << 62  # (no async context number gets that far)
 _K_CREATE = ("return", "create_async_context", "")
 _K_REGISTER = ("return", "set_async_notify_callback", "")
 _K_COMPLETE = ("complete", "complete", "")
 _K_STATUS = ("status", "get_async_call_status", "")
 _K_FREE = ("call", "free_async_context", "")
 _K_CALL = {op: ("call", op, "") for op in (_ACH, _ISC, _ASC, _DEL, _FCH)}
-_K_CALL_ACH, _K_CALL_FCH = _K_CALL[_ACH], _K_CALL[_FCH]
 _K_CALLBACK = {op: ("callback", op, "") for op in ("", _ACH, _ISC, _ASC, _DEL, _FCH)}
+_REG_DATA = 3  # the data in a registration record
 
 
-# One accepted (or being queued) async operation.  A plain list indexed by the constants
-# below: allocating it costs a quarter of a slotted object, and one is made per queue call.
-_Call = list  # [op, outputs, notify, data, seq, callbacks, cancelled, checked, controlled, lost, chained]
-_OP, _OUTPUTS, _NOTIFY, _DATA, _SEQ, _CALLBACKS, _CANCELLED, _CHECKED, _CONTROLLED, _LOST, _CHAINED = range(11)
-_ARGS = 11  # usual-case queue calls append the call's arguments, which the trace shows
+# One accepted (or being queued) async operation, which is also its call event in the trace.  A
+# plain list indexed by the constants below: allocating it costs a quarter of a slotted object,
+# and one is made per queue call.
+_Call = list  # [op, outputs, notify, data, seq, callbacks, cancelled, checked, controlled, lost, chained,
+#               ctx, result, time, thread, *arguments]
+(_OP, _OUTPUTS, _NOTIFY, _DATA, _SEQ, _CALLBACKS, _CANCELLED, _CHECKED, _CONTROLLED, _LOST, _CHAINED,
+ _CTX, _RESULT, _TIME, _THREAD, _CB_STATUS, _CB_TIME) = range(17)
+_ARGS = 17  # the call's arguments, which the trace shows
 # _NOTIFY: a callback is owed for it; _DATA: what the callback must deliver; _CANCELLED: freed
 # before completion, so the callback must not come (OQ-12); _CHECKED: completion checks done;
 # _CONTROLLED: CompletionControl said it completed; _LOST: flagged as a lost callback;
-# _CHAINED: queued from inside the context's own callback.
+# _CHAINED: queued from inside the context's own callback.  Trace fields: _CTX the context as
+# _ref names it; _RESULT the status the queue call returned (None until it returns, and when a
+# separate "return" event follows); _TIME and _THREAD None on the hot path (untimed, the
+# monitor's thread).  A record appended to the trace a second time (its _SEQ is not its
+# position then) is the event of its callback, taken by the hot path: the status read inside
+# it, _CB_STATUS, at _CB_TIME, on the monitor's thread.
 
 
 class _Shadow:
@@ -161,7 +196,7 @@ class _Shadow:
     __slots__ = (
         "call", "callbacks", "final", "freed_in_callback", "freeing", "handle", "idle_ok",
         "in_callback", "last_cb_final", "last_queue_failed", "mon", "notify_ok", "number", "older", "reg",
-        "reinit_since_reg", "state", "tentative", "user",
+        "reinit_since_reg", "state", "tentative", "user", "usual",
     )
 
     def __init__(self, handle: Handle, number: int, mon: ContractMonitor) -> None:
@@ -170,7 +205,8 @@ class _Shadow:
         self.mon = mon
         self.user: Callback | None = None  # the caller's callback that :meth:`fire` forwards to
         self.state = _IDLE
-        self.reg: tuple[Callback, Any] | None = None  # (user callback, data) registered
+        # the registration in force: (_K_REGISTER, number, user callback, data), see _REG_DATA
+        self.reg: tuple[Any, int, Callback, Any] | None = None
         self.call: _Call | None = None  # the latest accepted call
         self.older: tuple[_Call, ...] = ()  # earlier calls whose callback is still owed (rare)
         self.tentative: _Call | None = None  # a queue call in progress (inline completion)
@@ -183,6 +219,14 @@ class _Shadow:
         # freed from inside its own callback (OQ-3)
         self.reinit_since_reg = self.notify_ok = self.idle_ok = self.last_queue_failed = False
         self.last_cb_final = self.freed_in_callback = False
+        # Only the usual case has happened to this context so far: every event on it went through
+        # a hot path.  The hot paths rely on what that implies instead of testing it again: no
+        # earlier call owed (older is empty), not being freed, the flags above all False; IDLE:
+        # no call yet; PENDING_NOTIFY: the call accepted, its callback owed (notified, none yet,
+        # not cancelled); COMPLETED: that call's one callback arrived, final is the status it
+        # read.  Anything else that looks at or changes the shadow clears it (for good), and the
+        # context takes the general paths from then on.
+        self.usual = True
 
     @property
     def label(self) -> str:
@@ -193,39 +237,32 @@ class _Shadow:
         """The callback the implementation runs for this context: checks, then forwards."""
         mon = self.mon
         tid = _get_ident()
-        if tid != mon._home_thread and not mon._concurrent:
-            # A callback on another thread: from now on every update takes the lock.
-            mon._concurrent = True
-        state = self.state
-        status = mon._i_status(self.handle) if (
-            state is not _FREED and state is not _ZOMBIE and self.freeing is None) else None
-        conc = mon._concurrent
-        if conc:
-            mon._lock.acquire()
-        try:
-            call = self.call
+        if tid == mon._home_thread and self.state is _PN and self.usual and not mon._concurrent:
+            # The usual case in deferred and inline modes: the callback owed for the pending call
+            # (see usual), on the caller's thread (nothing can race: no lock).
+            status = mon._i_status(self.handle)
+            call: _Call = self.call  # type: ignore[assignment]  # (usual and pending: not None)
             if (
-                call is not None and call[_NOTIFY] and not call[_CALLBACKS] and not call[_CANCELLED]
-                and not self.older and actx is self.handle and data is call[_DATA] and status is not None
-                and status in _ALLOWED[call[_OP]]
+                actx is self.handle and data is call[_DATA] and status in _ALLOWED[op := call[_OP]]
                 and ((outputs := call[_OUTPUTS]) is None or (outputs.written and (
-                    status not in _NEW_CONTEXT_STATUSES or call[_OP] is _ACH or outputs.new_context is not None)))
+                    op is _ACH or status not in _NEW_CONTEXT_STATUSES or outputs.new_context is not None)))
             ):
-                # The usual case: the one callback owed, right context and data, final status.
-                # (statuses it documents, outputs written, phNewContext where due: CALL-14)
+                # Right context and data, a final status the operation documents, outputs
+                # written and phNewContext where due (CALL-14).  The call record is also the
+                # callback's trace event (see _CB_STATUS).
                 call[_CALLBACKS] = 1
                 call[_CHECKED] = True
+                call[_CB_STATUS] = status
+                call[_CB_TIME] = _monotonic()
                 self.callbacks += 1
                 self.final = status
                 self.last_cb_final = True
-                if state is _PN:
-                    self.state = _DONE
-                mon._extend((_K_CALLBACK[call[_OP]], self.number, None, status, _monotonic(), tid, None))
+                self.state = _DONE
+                mon._raw.append(call)
             else:
                 mon._on_callback(self, actx, data, status, tid, self.reg is not None)
-        finally:
-            if conc:
-                mon._lock.release()
+        else:
+            mon._fire_general(self, actx, data, tid)
         user = self.user
         self.in_callback = tid
         try:
@@ -233,6 +270,28 @@ class _Shadow:
                 user(actx, data)
         finally:
             self.in_callback = None
+
+
+def _decode(item: Any, seq: int) -> tuple[tuple[str, str, str], Any, Any, int | None, float | None, int | None]:
+    """Trace item number ``seq`` (see _COMPLETE_BASE) as (key, ctx, args, status, time, thread)."""
+    if type(item) is int:
+        if item < 0:
+            return _K_FREE, -item, None, None, None, None
+        if item >= _COMPLETE_BASE:
+            return _K_COMPLETE, item - _COMPLETE_BASE, None, None, None, None
+        return _K_CREATE, item, None, None, None, None
+    if type(item) is list:
+        if item[_SEQ] == seq:  # a queue call: its arguments follow the bookkeeping
+            return _K_CALL[item[_OP]], item[_CTX], item[_ARGS:], item[_RESULT], item[_TIME], item[_THREAD]
+        return _K_CALLBACK[item[_OP]], item[_CTX], None, item[_CB_STATUS], item[_CB_TIME], None  # its callback
+    if len(item) == 3:  # a status read
+        return _K_STATUS, item[1], None, item[2], None, None
+    if len(item) == 4:  # a registration record
+        return _K_REGISTER, item[1], item[2:], _OK, None, None
+    if len(item) == 5:  # a timed status read
+        key, ctx, status, t, thread = item
+        return key, ctx, None, status, t, thread
+    return item
 
 
 class _Raw:
@@ -245,6 +304,11 @@ class _Raw:
 
     def __init__(self, handle: Any) -> None:
         self.handle = handle
+
+
+# The placeholder that fills ContractMonitor._freed_order until as many contexts were freed: its
+# handle is no key of _freed.
+_NOBODY = _Raw(object())
 
 
 def _ref(ctx: Any) -> Any:
@@ -277,6 +341,7 @@ class _MonitoredControl(CompletionControl):
         if mode == "threaded":
             monitor._concurrent = True  # never reset: workers may still be completing
         monitor._inline = mode == "inline"
+        monitor._fast_queue = not monitor._concurrent and not monitor._inline
         monitor._deferred_mode = mode == "deferred"
         before = self._inner.pending()
         self._inner.set_mode(mode)
@@ -289,16 +354,16 @@ class _MonitoredControl(CompletionControl):
 
     def complete(self, ctx: Handle) -> bool:
         monitor = self._monitor
-        sh = monitor._live.get(ctx) if ctx is not None else None
-        if sh is None:
-            sh = monitor._lookup(ctx)
-        if monitor._concurrent:
-            with monitor._lock:  # in concurrent mode every event is appended under the lock
-                monitor._extend((_K_COMPLETE, sh.number if sh is not None else _ref(ctx), None, None, None, None,
-                                 None))
+        sh = monitor._live.get(ctx)
+        if sh is not None and not monitor._concurrent:
+            monitor._raw.append(_COMPLETE_BASE + sh.number)
         else:
-            monitor._extend((_K_COMPLETE, sh.number if sh is not None else _ref(ctx), None, None, None, None,
-                             None))
+            if sh is None:
+                sh = monitor._lookup(ctx)
+            event = _COMPLETE_BASE + sh.number if sh is not None else (_K_COMPLETE, _ref(ctx), None, None, None,
+                                                                       None)
+            with monitor._lock:  # (in concurrent mode every event is appended under the lock)
+                monitor._raw.append(event)
         try:
             done = self._complete(ctx)
         except Exception:
@@ -306,10 +371,9 @@ class _MonitoredControl(CompletionControl):
                 monitor._completion_crashed([sh])
             raise
         if done and sh is not None:
-            call = sh.call
-            if call is not None and not call[_CONTROLLED] and call[_CALLBACKS] and not sh.older \
-                    and sh.state is _DONE:
-                call[_CONTROLLED] = True  # the usual case: its callback arrived during complete()
+            if sh.usual and sh.state is _DONE:
+                # The usual case: the callback owed arrived during complete() (see _Shadow.usual).
+                sh.call[_CONTROLLED] = True  # type: ignore[index]
             else:
                 monitor._completed_by_control((ctx,))
         return done
@@ -349,17 +413,21 @@ class ContractMonitor(Adapter):
         self._lock = threading.Lock()
         self._home_thread = _get_ident()
         self._t0 = time.monotonic()
-        self._raw: list[Any] = []  # _W slots per event (see _K_CREATE)
-        self._extend = self._raw.extend
+        self._raw: deque[Any] = deque()  # one item per event (see _COMPLETE_BASE)
         self._trimmed = 0  # events dropped from the front of the trace (trace_limit)
+        self._first = 1  # the number of the first event held: the next one is _first + len(_raw)
         self._limit = trace_limit or 0
-        # Trimmed (in bulk, amortised) once it holds twice the limit.
-        self._cap = 2 * _W * trace_limit if trace_limit else sys.maxsize
+        # With a limit, the oldest events are dropped _TRIM_CHUNK at a time (see _trim), once the
+        # trace holds _cap events, that is once event number _trim_at is recorded.
+        self._cap = trace_limit + _TRIM_CHUNK if trace_limit else sys.maxsize
+        self._trim_at = self._first + self._cap
         self._live: dict[Handle, _Shadow] = {}
-        # Freed contexts, remembered for late callbacks and double frees: between _FREED_MEMORY
-        # and twice as many, in two generations.
+        # The last _FREED_MEMORY freed contexts, remembered for late callbacks and double frees,
+        # and the order they were freed in: the oldest is forgotten as each new one comes, so
+        # shadows die at the pace they are made (see _COMPLETE_BASE).
         self._freed: dict[Handle, _Shadow] = {}
-        self._freed_old: dict[Handle, _Shadow] = {}
+        # (always full: placeholders until _FREED_MEMORY contexts were freed; see _remember_freed)
+        self._freed_order: deque[Any] = deque([_NOBODY] * _FREED_MEMORY, maxlen=_FREED_MEMORY)
         self._labels: dict[Any, str] = {}
         self._custom: dict[int, str] = {}  # async context number -> label given with name()
         # The wrapped adapter's hot entry points, bound once.
@@ -385,6 +453,8 @@ class ContractMonitor(Adapter):
         # Inline mode: an accepted call has completed when the queue call returns.  Tracked
         # through our control wrapper; change modes through ``monitor.control``.
         self._inline = inner_control is not None and inner_control.mode == "inline"
+        # Neither: the usual case of a queue call is handled without the lock (see _queue).
+        self._fast_queue = not self._concurrent and not self._inline
         # Deferred mode: nothing completes unless ``monitor.control`` completes it, so a final
         # status before that is a status published too early (CTX-7).
         self._deferred_mode = inner_control is not None and inner_control.mode == "deferred"
@@ -393,23 +463,24 @@ class ContractMonitor(Adapter):
     def _event(self, kind: str, op: str, ctx: Any, args: Any, status: int | None, detail: str = "") -> int:
         """Append an event (rare paths); returns its number."""
         raw = self._raw
-        seq = self._trimmed + len(raw) // _W + 1
-        raw.extend(((kind, op, detail), _ref(ctx), args, status, _monotonic(), _get_ident(), None))
+        seq = self._first + len(raw)
+        raw.append(((kind, op, detail), _ref(ctx), args, status, _monotonic(), _get_ident()))
+        if seq >= self._trim_at:
+            self._trim()
         return seq
 
     def _trim(self) -> None:
-        """Keep the last ``trace_limit`` events (called once twice as many are held)."""
+        """Keep the last ``trace_limit`` events.  Called once _TRIM_CHUNK more are held, so that old
+        events die a few at a time, at the pace new ones are made: dropping them in one large
+        batch would let the garbage collector's count of new objects run up to its threshold in
+        between, and a collection costs more than the events (see _COMPLETE_BASE)."""
         raw = self._raw
-        extra = len(raw) - len(raw) % _W - _W * self._limit
+        extra = len(raw) - self._limit
         if extra > 0:
-            del raw[:extra]
-            self._trimmed += extra // _W
-
-    def _set_status(self, seq: int, status: int) -> None:
-        """Fill in the status of the call event ``seq`` (appended before the call was forwarded)."""
-        index = (seq - 1 - self._trimmed) * _W + 3
-        if index >= 0:
-            self._raw[index] = status
+            _consume(_starmap(raw.popleft, _repeat((), extra)))  # (popleft ``extra`` times, in C)
+            self._trimmed += extra
+            self._first = self._trimmed + 1
+            self._trim_at = self._first + self._cap
 
     def _note(self, op: str, detail: str) -> None:
         """(Called without the lock held.)"""
@@ -425,8 +496,8 @@ class ContractMonitor(Adapter):
     def _flag(self, requirement: str, message: str, party: str, call: str | None, seq: int | None) -> None:
         """Record a violation (rare path: formatting here is fine)."""
         self._found.append((requirement, message, party, call, seq))
-        self._raw.extend((("violation", call or "", f"{requirement} [{party}] {message}"), None, None, None,
-                          _monotonic(), _get_ident(), None))
+        self._raw.append((("violation", call or "", f"{requirement} [{party}] {message}"), None, None, None,
+                          _monotonic(), _get_ident()))
 
     def _caller_misuse(self, rule: Rule, sh: _Shadow, op: str, seq: int) -> None:
         if rule.requirement is not None and rule.party is Party.CALLER:
@@ -436,27 +507,24 @@ class ContractMonitor(Adapter):
     def trace(self) -> list[TraceEvent]:
         """The trace so far (the last ``trace_limit`` events when a limit was set)."""
         with self._lock:
-            raw = self._raw[:]
-            trimmed = self._trimmed
-        end = len(raw) - len(raw) % _W  # (an event being appended on another thread: not yet)
-        first = max(0, end - _W * self._limit) if self._limit else 0
+            raw = list(self._raw)
+            dropped = self._trimmed
+        if self._limit and len(raw) > self._limit:
+            dropped += len(raw) - self._limit
+            raw = raw[-self._limit:]
         t0, home = self._t0, self._home_thread
+        decoded = [_decode(item, dropped + i + 1) for i, item in enumerate(raw)]
+        # Hot-path calls are not timed: they take the time of the event before them (the first
+        # time stamp kept when the events before them were dropped).
+        last = t0 if not dropped else next((e[4] for e in decoded if e[4] is not None), t0)
         events = []
-        last = t0  # hot-path calls are not timed: they take the time of the event before them
-        for i in range(0, end, _W):
-            key, ctx, args, status, t, thread, extra = raw[i:i + _W]
-            if key is _K_REGISTER:
-                args = (args, extra)
-            elif type(args) is list:  # a call record: its arguments follow the bookkeeping
-                args = args[_ARGS:]
+        for i, (key, ctx, args, status, t, thread) in enumerate(decoded):
             if t is None:
                 t = last
             else:
                 last = t
-            if i < first:
-                continue
             kind, op, detail = key
-            events.append(TraceEvent(trimmed + i // _W + 1, t - t0, home if thread is None else thread, kind, op,
+            events.append(TraceEvent(dropped + i + 1, t - t0, home if thread is None else thread, kind, op,
                                      self._label(ctx), self._args(op, args), status, detail))
         return events
 
@@ -509,6 +577,7 @@ class ContractMonitor(Adapter):
                 still_queued = set()
         with self._lock:
             for sh, call in self._owed_locked():
+                sh.usual = False
                 if sh.handle in still_queued:
                     self._event("note", call[_OP], sh, None, None, "still queued at the end (never completed)")
                     continue
@@ -594,14 +663,26 @@ class ContractMonitor(Adapter):
     # trace gives them the time of the observation before them); callbacks and status reads are.
     def create_async_context(self) -> Handle | None:
         handle = self._i_create()
-        if not self._concurrent:
+        if not self._concurrent and handle is not None:
             live = self._live
-            if handle is not None and handle not in live:
+            if handle not in live:
                 # (a recycled handle may still be remembered as freed: lookups try live ones first)
                 number = next(self._actx_count)
-                live[handle] = _Shadow(handle, number, self)
+                # _Shadow(handle, number, self), written out: calling the class costs more than
+                # setting the slots (tests/test_monitor.py checks both make the same shadow).
+                live[handle] = sh = _new_object(_Shadow)
+                sh.handle = handle
+                sh.number = number
+                sh.mon = self
+                sh.user = sh.reg = sh.call = sh.tentative = sh.final = sh.freeing = sh.in_callback = None
+                sh.state = _IDLE
+                sh.older = ()
+                sh.callbacks = 0
+                sh.reinit_since_reg = sh.notify_ok = sh.idle_ok = sh.last_queue_failed = sh.last_cb_final = \
+                    sh.freed_in_callback = False
+                sh.usual = True
                 raw = self._raw
-                raw += (_K_CREATE, number, None, None, None, None, None)
+                raw.append(number)  # (see _COMPLETE_BASE)
                 if len(raw) > self._cap:
                     self._trim()
                 return handle
@@ -615,8 +696,7 @@ class ContractMonitor(Adapter):
             live = self._live
             if handle is not None and handle not in live:
                 live[handle] = sh = _Shadow(handle, next(self._actx_count), self)
-                self._extend((_K_CREATE, sh.number, None, None, _monotonic(), _get_ident() if conc else None,
-                              None))
+                self._raw.append((_K_CREATE, sh.number, None, None, _monotonic(), _get_ident() if conc else None))
                 if len(self._raw) > self._cap:
                     self._trim()
                 return handle
@@ -627,6 +707,7 @@ class ContractMonitor(Adapter):
             seq = self._event("return", "create_async_context", sh, None, None)
             old = self._live.get(handle)
             if old is not None:
+                old.usual = False
                 self._flag("CTX-1", f"SspiCreateAsyncContext returned {old.label}, which is still live", _IMPL,
                            "create_async_context", seq)
             self._live[handle] = sh
@@ -636,36 +717,46 @@ class ContractMonitor(Adapter):
         return handle
 
     def _lookup(self, ctx: Any) -> _Shadow | None:
+        """The shadow of a live or remembered context, for a general path: it leaves the usual
+        case (see _Shadow.usual)."""
         try:
             sh = self._live.get(ctx)
             if sh is None:
                 sh = self._freed.get(ctx)
-                if sh is None:
-                    sh = self._freed_old.get(ctx)
-            return sh
         except TypeError:  # unhashable: certainly not one of our handles
             return None
+        if sh is not None:
+            sh.usual = False
+        return sh
 
-    def _forget_freed(self) -> None:
-        """Two generations of freed contexts: the older one is dropped as a whole (cheap)."""
-        self._freed_old = self._freed
-        self._freed = {}
+    def _remember_freed(self, sh: _Shadow) -> None:
+        """``sh`` was freed (and left ``_live``): remember it, forget the oldest remembered."""
+        freed = self._freed
+        freed[sh.handle] = sh
+        order = self._freed_order
+        old = order[0]
+        order.append(sh)  # (drops ``old``: the deque is always full)
+        if freed.get(handle := old.handle) is old:  # (a recycled handle may name a newer one by now)
+            del freed[handle]
 
     def free_async_context(self, ctx: Handle | None) -> None:
         if not self._concurrent:
             sh = self._live.get(ctx)
-            if sh is not None and ((state := sh.state) is _DONE or state is _IDLE) and not sh.older \
-                    and sh.in_callback is None and ((call := sh.call) is None or not call[_NOTIFY]
-                                                    or call[_CALLBACKS] or call[_CANCELLED]):
-                # The usual case: nothing outstanding, the free is legal (no lock: nothing can race).
+            if sh is not None and sh.usual and ((state := sh.state) is _DONE or state is _IDLE) \
+                    and sh.in_callback is None:
+                # The usual case: nothing outstanding (see _Shadow.usual), the free is legal (no
+                # lock: nothing can race).
                 sh.state = _FREED
-                sh.reg = None  # less for the garbage collector to walk on long runs
+                sh.reg = None  # the registration ends with the context
                 del self._live[ctx]
-                freed = self._freed
+                freed = self._freed  # (_remember_freed, written out)
                 freed[ctx] = sh
-                if len(freed) >= _FREED_MEMORY:
-                    self._forget_freed()
-                self._extend((_K_FREE, sh.number, None, None, None, None, None))
+                order = self._freed_order
+                old = order[0]
+                order.append(sh)
+                if freed.get(handle := old.handle) is old:
+                    del freed[handle]
+                self._raw.append(-sh.number)
                 try:
                     self._i_free(ctx)
                 except Exception as exc:
@@ -681,20 +772,19 @@ class ContractMonitor(Adapter):
             self._lock.acquire()
         try:
             sh = self._live.get(ctx) if ctx is not None else None
+            if sh is not None:
+                sh.usual = False
             if sh is not None and (sh.state is _DONE or sh.state is _IDLE) and not sh.older and not (
                 (call := sh.call) is not None and call[_NOTIFY] and not call[_CALLBACKS] and not call[_CANCELLED]
             ):
                 # The usual case: nothing outstanding, the free is legal.
                 sh.state = _FREED
-                sh.reg = None  # less for the garbage collector to walk on long runs
+                sh.reg = None  # the registration ends with the context
                 if sh.in_callback is not None:
                     sh.freed_in_callback = True
                 del self._live[ctx]
-                freed = self._freed
-                freed[ctx] = sh
-                if len(freed) >= _FREED_MEMORY:
-                    self._forget_freed()
-                self._extend((_K_FREE, sh.number, None, None, _monotonic(), tid if conc else None, None))
+                self._remember_freed(sh)
+                self._raw.append((_K_FREE, sh.number, None, None, _monotonic(), tid if conc else None))
                 sh = None
             else:
                 sh = self._free_slow(ctx, tid)
@@ -757,9 +847,7 @@ class ContractMonitor(Adapter):
             sh.state = rule.next
             if self._live.get(sh.handle) is sh:
                 del self._live[sh.handle]
-                self._freed[sh.handle] = sh
-                if len(self._freed) >= _FREED_MEMORY:
-                    self._forget_freed()
+                self._remember_freed(sh)
 
     def reinit_async_context(self, ctx: Handle | None) -> int:
         with self._lock:
@@ -823,14 +911,15 @@ class ContractMonitor(Adapter):
     ) -> int:
         if callback is not None and not self._concurrent:
             sh = self._live.get(ctx)
-            if sh is not None and ((state := sh.state) is _IDLE or state is _DONE):
+            if sh is not None and ((state := sh.state) is _IDLE or state is _DONE) and sh.usual:
                 # The usual case: a registration the table accepts (no lock: nothing can race).
                 previous, sh.user = sh.user, callback
                 result = self._i_set(ctx, sh.fire, data)
-                if result == _OK and not self._concurrent:
-                    sh.reg = (callback, data)
-                    sh.reinit_since_reg = sh.notify_ok = False
-                    self._extend((_K_REGISTER, sh.number, callback, result, None, None, data))
+                if result == _OK and sh.usual and not self._concurrent:
+                    # The registration record is also the trace event (see _COMPLETE_BASE).
+                    # (usual: reinit_since_reg and notify_ok are False already)
+                    sh.reg = reg = (_K_REGISTER, sh.number, callback, data)
+                    self._raw.append(reg)
                     return result
                 if result != _OK:
                     sh.user = previous  # refused: the implementation still runs the previous one
@@ -862,6 +951,8 @@ class ContractMonitor(Adapter):
         if conc:
             self._lock.acquire()
         try:
+            if sh is not None:
+                sh.usual = False
             seq = self._event("return", "set_async_notify_callback", sh if sh is not None else ctx,
                               (callback, data), result)
             if sh is None:
@@ -902,7 +993,7 @@ class ContractMonitor(Adapter):
 
     @staticmethod
     def _register(sh: _Shadow, callback: Callback | None, data: Any) -> None:
-        sh.reg = (callback, data) if callback is not None else None
+        sh.reg = (_K_REGISTER, sh.number, callback, data) if callback is not None else None
         sh.reinit_since_reg = sh.notify_ok = False
 
     def async_context_requires_notify(self, ctx: Handle | None) -> bool:
@@ -935,8 +1026,9 @@ class ContractMonitor(Adapter):
         if not self._concurrent:
             sh = self._live.get(ctx)
             if sh is not None and sh.state is _DONE and sh.final == result:
-                # The usual case: the final status read again, unchanged (CTX-8).
-                self._extend((_K_STATUS, sh.number, None, result, _monotonic(), None, None))
+                # The usual case: the final status read again, unchanged (CTX-8).  (A call: not
+                # timed, like the others; the callback before it was.)
+                self._raw.append((_K_STATUS, sh.number, result))
                 return result
         return self._status_slow(ctx, result)
 
@@ -947,8 +1039,7 @@ class ContractMonitor(Adapter):
         try:
             sh = self._live.get(ctx) if ctx is not None else None
             if sh is not None and sh.state is _DONE and sh.final == result:
-                self._extend((_K_STATUS, sh.number, None, result, _monotonic(), _get_ident() if conc else None,
-                              None))
+                self._raw.append((_K_STATUS, sh.number, result, _monotonic(), _get_ident() if conc else None))
                 return result
             sh = self._lookup(ctx)
             seq = self._event("status", "get_async_call_status", sh if sh is not None else ctx, None, result)
@@ -1021,7 +1112,28 @@ class ContractMonitor(Adapter):
                            "phNewContext was not written", _IMPL, op, seq)
 
     # ---- callbacks ----------------------------------------------------------------------------------
+    def _fire_general(self, sh: _Shadow, actx: Any, data: Any, tid: int) -> None:
+        """A callback outside the usual case of :meth:`_Shadow.fire`, or on another thread."""
+        sh.usual = False
+        if tid != self._home_thread:
+            # A callback on another thread: from now on every update takes the lock.
+            self._concurrent = True
+            self._fast_queue = False
+        state = sh.state
+        # (no status read on a dead context, nor on one being freed: it may be gone)
+        status = self._i_status(sh.handle) if (
+            state is not _FREED and state is not _ZOMBIE and sh.freeing is None) else None
+        conc = self._concurrent
+        if conc:
+            self._lock.acquire()
+        try:
+            self._on_callback(sh, actx, data, status, tid, sh.reg is not None)
+        finally:
+            if conc:
+                self._lock.release()
+
     def _on_callback(self, sh: _Shadow, actx: Any, data: Any, status: int | None, tid: int, current: bool) -> None:
+        sh.usual = False
         sh.callbacks += 1
         call = None
         for older in sh.older:
@@ -1125,6 +1237,7 @@ class ContractMonitor(Adapter):
         """The implementation raised while completing: attribute it when a rule explains why."""
         with self._lock:
             for sh in shadows:
+                sh.usual = False
                 call = sh.call
                 if sh.freed_in_callback:
                     self._flag("OQ-3", f"{sh.label} was freed inside its own callback, and completing its call then "
@@ -1135,6 +1248,7 @@ class ContractMonitor(Adapter):
 
     def _completed(self, sh: _Shadow) -> None:
         """The latest call on ``sh`` is known to have completed (control, inline mode)."""
+        sh.usual = False
         call = sh.call
         if call is not None and not call[_CONTROLLED]:
             call[_CONTROLLED] = True
@@ -1160,17 +1274,18 @@ class ContractMonitor(Adapter):
         fargs: tuple[Any, ...],
         caller_error: tuple[str, str] | None = None,
     ) -> int:
-        if caller_error is None and not self._concurrent and not self._inline:
+        if caller_error is None and self._fast_queue:
             sh = self._live.get(ctx)
-            if sh is not None and sh.state is _IDLE and (reg := sh.reg) is not None:
+            if sh is not None and sh.state is _IDLE and sh.usual and (reg := sh.reg) is not None:
                 # The usual case: a notified queue on an idle context, which the table accepts.
                 # The call event goes first (so that it precedes any callback the call triggers);
                 # its status is filled in when the call returns.
                 raw = self._raw
-                seq = self._trimmed + len(raw) // _W + 1
-                new = [op, outputs, True, reg[1], seq, 0, False, False, False, False, sh.in_callback is not None, *args]
-                raw += (_K_CALL[op], sh.number, new, None, None, None, None)
-                if len(raw) > self._cap:
+                seq = self._first + len(raw)
+                new = [op, outputs, True, reg[_REG_DATA], seq, 0, False, False, False, False,
+                       sh.in_callback is not None, sh.number, None, None, None, None, None, *args]
+                raw.append(new)
+                if seq >= self._trim_at:
                     self._trim()
                 sh.tentative = new
                 if outputs is not None:
@@ -1181,18 +1296,16 @@ class ContractMonitor(Adapter):
                     self._untentative(sh)
                     raise
                 if (
-                    result == _OK and not new[_CALLBACKS] and not self._concurrent and not self._inline
-                    and ((prev := sh.call) is None or prev[_CALLBACKS] or not prev[_NOTIFY] or prev[_CANCELLED])
+                    result == _OK and not new[_CALLBACKS] and sh.usual and self._fast_queue
                     and (outputs is None or not outputs.written)
                 ):
+                    # (usual and idle: no call before it, final status and last_queue_failed unset)
                     sh.tentative = None
                     sh.call = new
                     sh.state = _PN
-                    sh.final = None
-                    sh.last_queue_failed = False
-                    self._set_status(seq, result)
+                    new[_RESULT] = result
                     return result
-                return self._judge_queue(op, ctx, sh, new, _E_QUEUE, _Q_NOTIFY[_IDLE], seq, result, outputs, None)
+                return self._judge_queue(op, ctx, sh, new, _E_QUEUE, _Q_NOTIFY[_IDLE], result, outputs, None)
         lock = self._lock
         conc = self._concurrent
         if conc:
@@ -1202,25 +1315,27 @@ class ContractMonitor(Adapter):
             if sh is None:
                 sh = self._lookup(ctx)
             # The call event goes first (so that it precedes any callback the call triggers); its
-            # status is filled in when the call returns, or a "return" event follows.
+            # status is filled in when the call returns, or a "return" event follows.  Without a
+            # shadow the record is only the trace event.
             raw = self._raw
-            seq = self._trimmed + len(raw) // _W + 1
-            start = _monotonic()
-            raw += (_K_CALL[op], _ref(sh if sh is not None else ctx), args, None, start,
-                    _get_ident() if conc else None, None)
-            if len(raw) > self._cap:
+            seq = self._first + len(raw)
+            reg = sh.reg if sh is not None else None
+            record = [op, outputs, reg is not None, None if reg is None else reg[_REG_DATA], seq, 0, False, False,
+                      False, False, sh is not None and sh.in_callback is not None, _ref(sh if sh is not None else ctx),
+                      None, _monotonic(), _get_ident() if conc else None, None, None,
+                      *args]
+            raw.append(record)
+            if seq >= self._trim_at:
                 self._trim()
             call: _Call | None = None
             event, rule = _E_QUEUE, _Q_NOTIFY[_IDLE]  # (judged only when there is a shadow)
             if sh is not None:
-                reg = sh.reg
+                call = record
                 if reg is not None:
                     event, rule = _E_QUEUE, _Q_NOTIFY[sh.state]
-                    call = [op, outputs, True, reg[1], seq, 0, False, False, False, False, sh.in_callback is not None]
                 else:
                     event = queue_event(is_delete, False)
                     rule = (_Q_SILENT_DELETE if is_delete else _Q_SILENT)[sh.state]
-                    call = [op, outputs, False, None, seq, 0, False, False, False, False, sh.in_callback is not None]
                 sh.tentative = call
         finally:
             if conc:
@@ -1233,7 +1348,7 @@ class ContractMonitor(Adapter):
             if sh is not None:
                 self._untentative(sh)
             raise
-        return self._judge_queue(op, ctx, sh, call, event, rule, seq, result, outputs, caller_error)
+        return self._judge_queue(op, ctx, sh, call, event, rule, result, outputs, caller_error)
 
     def _untentative(self, sh: _Shadow) -> None:
         """The queue call raised: it queued nothing."""
@@ -1241,6 +1356,7 @@ class ContractMonitor(Adapter):
         if conc:
             self._lock.acquire()
         try:
+            sh.usual = False
             sh.tentative = None
         finally:
             if conc:
@@ -1254,7 +1370,6 @@ class ContractMonitor(Adapter):
         call: _Call | None,
         event: Event,
         rule: Rule,
-        seq: int,
         result: int,
         outputs: CallOutputs | None,
         caller_error: tuple[str, str] | None,
@@ -1267,6 +1382,7 @@ class ContractMonitor(Adapter):
             lock.acquire()
         try:
             if sh is not None:
+                sh.usual = False
                 # Cleared under the lock, together with the bookkeeping below, so that a callback
                 # arriving on another thread sees either the tentative call or the accepted one.
                 sh.tentative = None
@@ -1281,7 +1397,7 @@ class ContractMonitor(Adapter):
                     sh.state = rule.next
                     sh.final = None
                     sh.last_queue_failed = False
-                    self._set_status(seq, result)
+                    call[_RESULT] = result
                     return result
             rseq = self._event("return", op, sh if sh is not None else ctx, None, result)
             if caller_error is not None:
@@ -1377,16 +1493,17 @@ class ContractMonitor(Adapter):
         auth_data: Mapping[str, Any] | None,
         outputs: CallOutputs,
     ) -> int:
-        if not self._concurrent and not self._inline:
+        if self._fast_queue:
             sh = self._live.get(ctx)
-            if sh is not None and sh.state is _IDLE and (reg := sh.reg) is not None:
+            if sh is not None and sh.state is _IDLE and sh.usual and (reg := sh.reg) is not None:
                 # The usual case (see _queue), written out for the most frequent calls.
                 raw = self._raw
-                seq = self._trimmed + len(raw) // _W + 1
-                call = [_ACH, outputs, True, reg[1], seq, 0, False, False, False, False, sh.in_callback is not None,
+                seq = self._first + len(raw)
+                call = [_ACH, outputs, True, reg[_REG_DATA], seq, 0, False, False, False,
+                        False, sh.in_callback is not None, sh.number, None, None, None, None, None,
                         principal, package, credential_use, auth_data]
-                raw += (_K_CALL_ACH, sh.number, call, None, None, None, None)
-                if len(raw) > self._cap:
+                raw.append(call)
+                if seq >= self._trim_at:
                     self._trim()
                 sh.tentative = call
                 outputs.written = False
@@ -1395,16 +1512,13 @@ class ContractMonitor(Adapter):
                 except BaseException:
                     self._untentative(sh)
                     raise
-                if result == _OK and not call[_CALLBACKS] and sh.call is None and not outputs.written \
-                        and not self._concurrent and not self._inline:
+                if result == _OK and not call[_CALLBACKS] and not outputs.written and sh.usual and self._fast_queue:
                     sh.tentative = None
                     sh.call = call
                     sh.state = _PN
-                    sh.final = None
-                    sh.last_queue_failed = False
-                    self._raw[(seq - 1 - self._trimmed) * _W + 3] = result
+                    call[_RESULT] = result
                     return result
-                return self._judge_queue(_ACH, ctx, sh, call, _E_QUEUE, _Q_NOTIFY[_IDLE], seq, result, outputs, None)
+                return self._judge_queue(_ACH, ctx, sh, call, _E_QUEUE, _Q_NOTIFY[_IDLE], result, outputs, None)
         return self._queue(
             _ACH, ctx, False, outputs, (principal, package, credential_use, auth_data),
             self._i_ach, (ctx, principal, package, credential_use, auth_data, outputs),
@@ -1455,16 +1569,16 @@ class ContractMonitor(Adapter):
         return self._queue(_DEL, ctx, True, None, (context,), self._i_del, (ctx, context))
 
     def free_credentials_handle_async(self, ctx: Handle | None, credential: Handle | None) -> int:
-        if not self._concurrent and not self._inline:
+        if self._fast_queue:
             sh = self._live.get(ctx)
-            if sh is not None and sh.state is _IDLE and (reg := sh.reg) is not None:
+            if sh is not None and sh.state is _IDLE and sh.usual and (reg := sh.reg) is not None:
                 # The usual case (see _queue), written out for the most frequent calls.
                 raw = self._raw
-                seq = self._trimmed + len(raw) // _W + 1
-                call = [_FCH, None, True, reg[1], seq, 0, False, False, False, False, sh.in_callback is not None,
-                        credential]
-                raw += (_K_CALL_FCH, sh.number, call, None, None, None, None)
-                if len(raw) > self._cap:
+                seq = self._first + len(raw)
+                call = [_FCH, None, True, reg[_REG_DATA], seq, 0, False, False, False,
+                        False, sh.in_callback is not None, sh.number, None, None, None, None, None, credential]
+                raw.append(call)
+                if seq >= self._trim_at:
                     self._trim()
                 sh.tentative = call
                 try:
@@ -1472,16 +1586,13 @@ class ContractMonitor(Adapter):
                 except BaseException:
                     self._untentative(sh)
                     raise
-                if result == _OK and not call[_CALLBACKS] and sh.call is None and not self._concurrent \
-                        and not self._inline:
+                if result == _OK and not call[_CALLBACKS] and sh.usual and self._fast_queue:
                     sh.tentative = None
                     sh.call = call
                     sh.state = _PN
-                    sh.final = None
-                    sh.last_queue_failed = False
-                    self._raw[(seq - 1 - self._trimmed) * _W + 3] = result
+                    call[_RESULT] = result
                     return result
-                return self._judge_queue(_FCH, ctx, sh, call, _E_QUEUE, _Q_NOTIFY[_IDLE], seq, result, None, None)
+                return self._judge_queue(_FCH, ctx, sh, call, _E_QUEUE, _Q_NOTIFY[_IDLE], result, None, None)
         return self._queue(_FCH, ctx, False, None, (credential,), self._i_fch, (ctx, credential))
 
     # ---- synchronous calls --------------------------------------------------------------------------
