@@ -56,7 +56,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from adapters import status as st
 from adapters.api import (
@@ -101,11 +101,15 @@ _ARG_NAMES: dict[str, tuple[str, ...]] = {
     "set_async_notify_callback": ("callback", "data"),
 }
 
-# How many freed contexts are remembered, so late callbacks and double frees can still be
-# attributed to a label; older ones are forgotten (bounded memory on long runs).
+# How many freed contexts are remembered (at least), so that double frees and other use after
+# free can still be attributed to a label; older ones are forgotten (bounded memory on long
+# runs), a generation of _FREED_GENERATION at a time (see ContractMonitor._remember_freed).
 _FREED_MEMORY = 1024
-# With a trace limit, events beyond it are dropped this many at a time (see ContractMonitor._trim).
-_TRIM_CHUNK = 256
+_FREED_GENERATION = 64
+# With a trace limit, events beyond it are dropped this many at a time (see ContractMonitor._trim),
+# and the hot path of create checks the length every _TRIM_CHECK contexts.
+_TRIM_CHUNK = 512
+_TRIM_CHECK = 32
 
 
 def _column(event: Event) -> dict[State, Rule]:
@@ -123,11 +127,9 @@ _Q_NOTIFY, _Q_SILENT_DELETE, _Q_SILENT = (_ON_QUEUE[e] for e in (Event.QUEUE, Ev
 _ALLOWED = {op: allowed - {st.SEC_I_ASYNC_CALL_PENDING} for op, (_, allowed) in COMPLETION_STATUSES.items()}
 _monotonic = time.monotonic
 _new_object = object.__new__
-_starmap, _repeat = itertools.starmap, itertools.repeat
-_consume = deque[Any](maxlen=0).extend  # runs an iterator to its end, in C
 _get_ident = threading.get_ident
 
-# The trace is a deque with one item per event, so an event's number is its position plus the
+# The trace is a list with one item per event, so an event's number is its position plus the
 # events dropped from the front (``trace_limit``), and recording one is a single append.  Items
 # are plain values, decoded and formatted only when somebody reads the trace (see _decode):
 #
@@ -153,8 +155,8 @@ _get_ident = threading.get_ident
 # that kept its call records, registrations and shadows while dropping old ones in large batches
 # would trigger a run every few hundred round trips, costing more than all its checks.  With a
 # trace limit the monitor therefore lets old events go a few at a time (ContractMonitor._trim)
-# and forgets freed contexts one for one (_FREED_MEMORY), so what it frees keeps pace with what
-# it makes.
+# and forgets freed contexts a few at a time (_FREED_GENERATION), so what it frees keeps pace
+# with what it makes.
 _COMPLETE_BASE = 1 << 62  # (no async context number gets that far)
 _K_CREATE = ("return", "create_async_context", "")
 _K_REGISTER = ("return", "set_async_notify_callback", "")
@@ -163,7 +165,9 @@ _K_STATUS = ("status", "get_async_call_status", "")
 _K_FREE = ("call", "free_async_context", "")
 _K_CALL = {op: ("call", op, "") for op in (_ACH, _ISC, _ASC, _DEL, _FCH)}
 _K_CALLBACK = {op: ("callback", op, "") for op in ("", _ACH, _ISC, _ASC, _DEL, _FCH)}
-_REG_DATA = 3  # the data in a registration record
+# The callback and data in a registration record.
+_REG_CALLBACK: Final = 2
+_REG_DATA: Final = 3
 
 
 # One accepted (or being queued) async operation, which is also its call event in the trace.  A
@@ -240,7 +244,7 @@ class _Shadow:
         if tid == mon._home_thread and self.state is _PN and self.usual and not mon._concurrent:
             # The usual case in deferred and inline modes: the callback owed for the pending call
             # (see usual), on the caller's thread (nothing can race: no lock).
-            status = mon._i_status(self.handle)
+            status = mon.inner.get_async_call_status(self.handle)
             call: _Call = self.call  # type: ignore[assignment]  # (usual and pending: not None)
             if (
                 actx is self.handle and data is call[_DATA] and status in _ALLOWED[op := call[_OP]]
@@ -306,11 +310,6 @@ class _Raw:
         self.handle = handle
 
 
-# The placeholder that fills ContractMonitor._freed_order until as many contexts were freed: its
-# handle is no key of _freed.
-_NOBODY = _Raw(object())
-
-
 def _ref(ctx: Any) -> Any:
     if ctx is None:
         return None
@@ -329,7 +328,6 @@ class _MonitoredControl(CompletionControl):
     def __init__(self, monitor: ContractMonitor, inner: CompletionControl) -> None:
         self._monitor = monitor
         self._inner = inner
-        self._complete = inner.complete
 
     @property
     def mode(self) -> str:
@@ -365,7 +363,7 @@ class _MonitoredControl(CompletionControl):
             with monitor._lock:  # (in concurrent mode every event is appended under the lock)
                 monitor._raw.append(event)
         try:
-            done = self._complete(ctx)
+            done = self._inner.complete(ctx)
         except Exception:
             if sh is not None:
                 monitor._completion_crashed([sh])
@@ -413,7 +411,7 @@ class ContractMonitor(Adapter):
         self._lock = threading.Lock()
         self._home_thread = _get_ident()
         self._t0 = time.monotonic()
-        self._raw: deque[Any] = deque()  # one item per event (see _COMPLETE_BASE)
+        self._raw: list[Any] = []  # one item per event (see _COMPLETE_BASE)
         self._trimmed = 0  # events dropped from the front of the trace (trace_limit)
         self._first = 1  # the number of the first event held: the next one is _first + len(_raw)
         self._limit = trace_limit or 0
@@ -421,25 +419,15 @@ class ContractMonitor(Adapter):
         # trace holds _cap events, that is once event number _trim_at is recorded.
         self._cap = trace_limit + _TRIM_CHUNK if trace_limit else sys.maxsize
         self._trim_at = self._first + self._cap
+        self._check_at = _TRIM_CHECK  # (see create_async_context)
         self._live: dict[Handle, _Shadow] = {}
-        # The last _FREED_MEMORY freed contexts, remembered for late callbacks and double frees,
-        # and the order they were freed in: the oldest is forgotten as each new one comes, so
-        # shadows die at the pace they are made (see _COMPLETE_BASE).
+        # Freed contexts, remembered for double frees and other use after free: the latest ones in
+        # _freed, earlier generations in _freed_old (newest last; the oldest is forgotten as a
+        # new one comes, so shadows die at the pace they are made: see _COMPLETE_BASE).
         self._freed: dict[Handle, _Shadow] = {}
-        # (always full: placeholders until _FREED_MEMORY contexts were freed; see _remember_freed)
-        self._freed_order: deque[Any] = deque([_NOBODY] * _FREED_MEMORY, maxlen=_FREED_MEMORY)
+        self._freed_old: deque[dict[Handle, _Shadow]] = deque(maxlen=_FREED_MEMORY // _FREED_GENERATION)
         self._labels: dict[Any, str] = {}
         self._custom: dict[int, str] = {}  # async context number -> label given with name()
-        # The wrapped adapter's hot entry points, bound once.
-        self._i_create = inner.create_async_context
-        self._i_free = inner.free_async_context
-        self._i_set = inner.set_async_notify_callback
-        self._i_status = inner.get_async_call_status
-        self._i_ach = inner.acquire_credentials_handle_async
-        self._i_fch = inner.free_credentials_handle_async
-        self._i_del = inner.delete_security_context_async
-        self._i_isc = inner.initialize_security_context_async
-        self._i_asc = inner.accept_security_context_async
         self._actx_count = itertools.count(1)
         self._found: list[tuple[str, str, str, str | None, int | None]] = []
         self._reported: list[ViolationRecord] = []
@@ -477,7 +465,7 @@ class ContractMonitor(Adapter):
         raw = self._raw
         extra = len(raw) - self._limit
         if extra > 0:
-            _consume(_starmap(raw.popleft, _repeat((), extra)))  # (popleft ``extra`` times, in C)
+            del raw[:extra]
             self._trimmed += extra
             self._first = self._trimmed + 1
             self._trim_at = self._first + self._cap
@@ -662,7 +650,7 @@ class ContractMonitor(Adapter):
     # column or state test, one flat tuple appended to the trace.  Calls are not timed there (the
     # trace gives them the time of the observation before them); callbacks and status reads are.
     def create_async_context(self) -> Handle | None:
-        handle = self._i_create()
+        handle = self.inner.create_async_context()
         if not self._concurrent and handle is not None:
             live = self._live
             if handle not in live:
@@ -681,10 +669,11 @@ class ContractMonitor(Adapter):
                 sh.reinit_since_reg = sh.notify_ok = sh.idle_ok = sh.last_queue_failed = sh.last_cb_final = \
                     sh.freed_in_callback = False
                 sh.usual = True
-                raw = self._raw
-                raw.append(number)  # (see _COMPLETE_BASE)
-                if len(raw) > self._cap:
-                    self._trim()
+                self._raw.append(number)  # (see _COMPLETE_BASE)
+                if number >= self._check_at:  # (every _TRIM_CHECK contexts)
+                    self._check_at = number + _TRIM_CHECK
+                    if len(self._raw) > self._cap:
+                        self._trim()
                 return handle
         return self._create_slow(handle)
 
@@ -723,6 +712,11 @@ class ContractMonitor(Adapter):
             sh = self._live.get(ctx)
             if sh is None:
                 sh = self._freed.get(ctx)
+                if sh is None:
+                    for generation in reversed(self._freed_old):
+                        sh = generation.get(ctx)
+                        if sh is not None:
+                            break
         except TypeError:  # unhashable: certainly not one of our handles
             return None
         if sh is not None:
@@ -730,14 +724,16 @@ class ContractMonitor(Adapter):
         return sh
 
     def _remember_freed(self, sh: _Shadow) -> None:
-        """``sh`` was freed (and left ``_live``): remember it, forget the oldest remembered."""
+        """``sh`` was freed (and left ``_live``): remember it."""
         freed = self._freed
         freed[sh.handle] = sh
-        order = self._freed_order
-        old = order[0]
-        order.append(sh)  # (drops ``old``: the deque is always full)
-        if freed.get(handle := old.handle) is old:  # (a recycled handle may name a newer one by now)
-            del freed[handle]
+        if len(freed) >= _FREED_GENERATION:
+            self._new_freed_generation()
+
+    def _new_freed_generation(self) -> None:
+        """_freed is full: it becomes the newest old generation (the oldest is forgotten)."""
+        self._freed_old.append(self._freed)
+        self._freed = {}
 
     def free_async_context(self, ctx: Handle | None) -> None:
         if not self._concurrent:
@@ -751,14 +747,11 @@ class ContractMonitor(Adapter):
                 del self._live[ctx]
                 freed = self._freed  # (_remember_freed, written out)
                 freed[ctx] = sh
-                order = self._freed_order
-                old = order[0]
-                order.append(sh)
-                if freed.get(handle := old.handle) is old:
-                    del freed[handle]
+                if len(freed) >= _FREED_GENERATION:
+                    self._new_freed_generation()
                 self._raw.append(-sh.number)
                 try:
-                    self._i_free(ctx)
+                    self.inner.free_async_context(ctx)
                 except Exception as exc:
                     self._free_crashed(ctx, exc)
                     raise
@@ -913,8 +906,8 @@ class ContractMonitor(Adapter):
             sh = self._live.get(ctx)
             if sh is not None and ((state := sh.state) is _IDLE or state is _DONE) and sh.usual:
                 # The usual case: a registration the table accepts (no lock: nothing can race).
-                previous, sh.user = sh.user, callback
-                result = self._i_set(ctx, sh.fire, data)
+                sh.user = callback
+                result = self.inner.set_async_notify_callback(ctx, sh.fire, data)
                 if result == _OK and sh.usual and not self._concurrent:
                     # The registration record is also the trace event (see _COMPLETE_BASE).
                     # (usual: reinit_since_reg and notify_ok are False already)
@@ -922,7 +915,9 @@ class ContractMonitor(Adapter):
                     self._raw.append(reg)
                     return result
                 if result != _OK:
-                    sh.user = previous  # refused: the implementation still runs the previous one
+                    # Refused: the implementation still runs the previous one (usual: the callback
+                    # of the registration in force, if any).
+                    sh.user = None if (prior := sh.reg) is None else prior[_REG_CALLBACK]
                 return self._judge_registration(ctx, sh, callback, data, _ON_SET[state], False, result)
         conc = self._concurrent
         if conc:
@@ -1022,7 +1017,7 @@ class ContractMonitor(Adapter):
         return result
 
     def get_async_call_status(self, ctx: Handle | None) -> int:
-        result = self._i_status(ctx)
+        result = self.inner.get_async_call_status(ctx)
         if not self._concurrent:
             sh = self._live.get(ctx)
             if sh is not None and sh.state is _DONE and sh.final == result:
@@ -1121,7 +1116,7 @@ class ContractMonitor(Adapter):
             self._fast_queue = False
         state = sh.state
         # (no status read on a dead context, nor on one being freed: it may be gone)
-        status = self._i_status(sh.handle) if (
+        status = self.inner.get_async_call_status(sh.handle) if (
             state is not _FREED and state is not _ZOMBIE and sh.freeing is None) else None
         conc = self._concurrent
         if conc:
@@ -1508,7 +1503,8 @@ class ContractMonitor(Adapter):
                 sh.tentative = call
                 outputs.written = False
                 try:
-                    result = self._i_ach(ctx, principal, package, credential_use, auth_data, outputs)
+                    result = self.inner.acquire_credentials_handle_async(ctx, principal, package, credential_use,
+                                                                         auth_data, outputs)
                 except BaseException:
                     self._untentative(sh)
                     raise
@@ -1521,7 +1517,7 @@ class ContractMonitor(Adapter):
                 return self._judge_queue(_ACH, ctx, sh, call, _E_QUEUE, _Q_NOTIFY[_IDLE], result, outputs, None)
         return self._queue(
             _ACH, ctx, False, outputs, (principal, package, credential_use, auth_data),
-            self._i_ach, (ctx, principal, package, credential_use, auth_data, outputs),
+            self.inner.acquire_credentials_handle_async, (ctx, principal, package, credential_use, auth_data, outputs),
         )
 
     def initialize_security_context_async(
@@ -1543,8 +1539,8 @@ class ContractMonitor(Adapter):
             _ISC, ctx, False, outputs,
             (credential, context, target, context_req, _buffers(input), None, reserved1, reserved2),
             _forward_isc,
-            (self._i_isc, ctx, credential, context, target, context_req, input, outputs, reserved1, reserved2,
-             target_data_rep),
+            (self.inner.initialize_security_context_async, ctx, credential, context, target, context_req, input,
+             outputs, reserved1, reserved2, target_data_rep),
             error,
         )
 
@@ -1562,11 +1558,12 @@ class ContractMonitor(Adapter):
         return self._queue(
             _ASC, ctx, False, outputs, (credential, context, _buffers(input), context_req),
             _forward_asc,
-            (self._i_asc, ctx, credential, context, input, context_req, outputs, target_data_rep),
+            (self.inner.accept_security_context_async, ctx, credential, context, input, context_req, outputs,
+             target_data_rep),
         )
 
     def delete_security_context_async(self, ctx: Handle | None, context: Handle | None) -> int:
-        return self._queue(_DEL, ctx, True, None, (context,), self._i_del, (ctx, context))
+        return self._queue(_DEL, ctx, True, None, (context,), self.inner.delete_security_context_async, (ctx, context))
 
     def free_credentials_handle_async(self, ctx: Handle | None, credential: Handle | None) -> int:
         if self._fast_queue:
@@ -1582,7 +1579,7 @@ class ContractMonitor(Adapter):
                     self._trim()
                 sh.tentative = call
                 try:
-                    result = self._i_fch(ctx, credential)
+                    result = self.inner.free_credentials_handle_async(ctx, credential)
                 except BaseException:
                     self._untentative(sh)
                     raise
@@ -1593,7 +1590,8 @@ class ContractMonitor(Adapter):
                     call[_RESULT] = result
                     return result
                 return self._judge_queue(_FCH, ctx, sh, call, _E_QUEUE, _Q_NOTIFY[_IDLE], result, None, None)
-        return self._queue(_FCH, ctx, False, None, (credential,), self._i_fch, (ctx, credential))
+        return self._queue(_FCH, ctx, False, None, (credential,), self.inner.free_credentials_handle_async,
+                           (ctx, credential))
 
     # ---- synchronous calls --------------------------------------------------------------------------
     def query_context_attributes(self, context: Handle | None, attribute: int) -> tuple[int, Any]:
