@@ -258,7 +258,7 @@ class _Shadow:
                 call[_CHECKED] = True
                 call[_CB_STATUS] = status
                 call[_CB_TIME] = _monotonic()
-                self.callbacks += 1
+                self.callbacks = 1  # (usual: the first)
                 self.final = status
                 self.last_cb_final = True
                 self.state = _DONE
@@ -352,7 +352,10 @@ class _MonitoredControl(CompletionControl):
 
     def complete(self, ctx: Handle) -> bool:
         monitor = self._monitor
-        sh = monitor._live.get(ctx)
+        try:
+            sh: _Shadow | None = monitor._live[ctx]
+        except (KeyError, TypeError):  # (not a live context: a subscript is cheaper than get())
+            sh = None
         if sh is not None and not monitor._concurrent:
             monitor._raw.append(_COMPLETE_BASE + sh.number)
         else:
@@ -737,9 +740,11 @@ class ContractMonitor(Adapter):
 
     def free_async_context(self, ctx: Handle | None) -> None:
         if not self._concurrent:
-            sh = self._live.get(ctx)
-            if sh is not None and sh.usual and ((state := sh.state) is _DONE or state is _IDLE) \
-                    and sh.in_callback is None:
+            try:
+                sh = self._live[ctx]
+            except (KeyError, TypeError):  # (not a live context: see _MonitoredControl.complete)
+                return self._free_general(ctx)
+            if sh.usual and ((state := sh.state) is _DONE or state is _IDLE) and sh.in_callback is None:
                 # The usual case: nothing outstanding (see _Shadow.usual), the free is legal (no
                 # lock: nothing can race).
                 sh.state = _FREED
@@ -903,7 +908,10 @@ class ContractMonitor(Adapter):
         self, ctx: Handle | None, callback: Callback | None, data: Any = None
     ) -> int:
         if callback is not None and not self._concurrent:
-            sh = self._live.get(ctx)
+            try:
+                sh = self._live[ctx]
+            except (KeyError, TypeError):  # (not a live context: see _MonitoredControl.complete)
+                sh = None
             if sh is not None and ((state := sh.state) is _IDLE or state is _DONE) and sh.usual:
                 # The usual case: a registration the table accepts (no lock: nothing can race).
                 sh.user = callback
@@ -1019,8 +1027,11 @@ class ContractMonitor(Adapter):
     def get_async_call_status(self, ctx: Handle | None) -> int:
         result = self.inner.get_async_call_status(ctx)
         if not self._concurrent:
-            sh = self._live.get(ctx)
-            if sh is not None and sh.state is _DONE and sh.final == result:
+            try:
+                sh = self._live[ctx]
+            except (KeyError, TypeError):  # (not a live context: see _MonitoredControl.complete)
+                return self._status_slow(ctx, result)
+            if sh.state is _DONE and sh.final == result:
                 # The usual case: the final status read again, unchanged (CTX-8).  (A call: not
                 # timed, like the others; the callback before it was.)
                 self._raw.append((_K_STATUS, sh.number, result))
@@ -1270,7 +1281,10 @@ class ContractMonitor(Adapter):
         caller_error: tuple[str, str] | None = None,
     ) -> int:
         if caller_error is None and self._fast_queue:
-            sh = self._live.get(ctx)
+            try:
+                sh = self._live[ctx]
+            except (KeyError, TypeError):  # (not a live context: see _MonitoredControl.complete)
+                sh = None
             if sh is not None and sh.state is _IDLE and sh.usual and (reg := sh.reg) is not None:
                 # The usual case: a notified queue on an idle context, which the table accepts.
                 # The call event goes first (so that it precedes any callback the call triggers);
@@ -1489,7 +1503,10 @@ class ContractMonitor(Adapter):
         outputs: CallOutputs,
     ) -> int:
         if self._fast_queue:
-            sh = self._live.get(ctx)
+            try:
+                sh = self._live[ctx]
+            except (KeyError, TypeError):  # (not a live context: see _MonitoredControl.complete)
+                sh = None
             if sh is not None and sh.state is _IDLE and sh.usual and (reg := sh.reg) is not None:
                 # The usual case (see _queue), written out for the most frequent calls.
                 raw = self._raw
@@ -1567,7 +1584,10 @@ class ContractMonitor(Adapter):
 
     def free_credentials_handle_async(self, ctx: Handle | None, credential: Handle | None) -> int:
         if self._fast_queue:
-            sh = self._live.get(ctx)
+            try:
+                sh = self._live[ctx]
+            except (KeyError, TypeError):  # (not a live context: see _MonitoredControl.complete)
+                sh = None
             if sh is not None and sh.state is _IDLE and sh.usual and (reg := sh.reg) is not None:
                 # The usual case (see _queue), written out for the most frequent calls.
                 raw = self._raw
