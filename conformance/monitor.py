@@ -189,6 +189,12 @@ _ARGS = 17  # the call's arguments, which the trace shows
 # it, _CB_STATUS, at _CB_TIME, on the monitor's thread.
 
 
+# The fields of _Shadow that the usual case leaves at their initial values and no hot path uses:
+# the hot path that creates a shadow does not set them (see _Shadow.leave_usual).
+_LAZY = ("freed_in_callback", "freeing", "idle_ok", "last_cb_final", "last_queue_failed", "notify_ok", "older",
+         "reinit_since_reg")
+
+
 class _Shadow:
     """What the contract says one async context is doing.
 
@@ -228,9 +234,22 @@ class _Shadow:
         # earlier call owed (older is empty), not being freed, the flags above all False; IDLE:
         # no call yet; PENDING_NOTIFY: the call accepted, its callback owed (notified, none yet,
         # not cancelled); COMPLETED: that call's one callback arrived, final is the status it
-        # read.  Anything else that looks at or changes the shadow clears it (for good), and the
-        # context takes the general paths from then on.
+        # read.  Anything else that looks at or changes the shadow first calls leave_usual (for
+        # good), and the context takes the general paths from then on.
         self.usual = True
+
+    def leave_usual(self) -> None:
+        """Called by the general paths before they look at the shadow (see ``usual``).  The hot
+        path that creates a shadow leaves the fields in _LAZY unset, as no hot path uses them;
+        they get the values the usual case implies here."""
+        if self.usual:
+            self.usual = False
+            self.older = ()
+            self.freeing = None
+            self.reinit_since_reg = self.notify_ok = self.idle_ok = self.last_queue_failed = False
+            self.freed_in_callback = False
+            # (a usual context's callbacks all read a final status: the hot path takes no other)
+            self.last_cb_final = self.callbacks > 0
 
     @property
     def label(self) -> str:
@@ -258,9 +277,8 @@ class _Shadow:
                 call[_CHECKED] = True
                 call[_CB_STATUS] = status
                 call[_CB_TIME] = _monotonic()
-                self.callbacks = 1  # (usual: the first)
+                self.callbacks = 1  # (usual: the first; last_cb_final follows, see leave_usual)
                 self.final = status
-                self.last_cb_final = True
                 self.state = _DONE
                 mon._raw.append(call)
             else:
@@ -568,7 +586,7 @@ class ContractMonitor(Adapter):
                 still_queued = set()
         with self._lock:
             for sh, call in self._owed_locked():
-                sh.usual = False
+                sh.leave_usual()
                 if sh.handle in still_queued:
                     self._event("note", call[_OP], sh, None, None, "still queued at the end (never completed)")
                     continue
@@ -584,6 +602,7 @@ class ContractMonitor(Adapter):
     def _owed_locked(self) -> list[tuple[_Shadow, _Call]]:
         owed = []
         for sh in self._live.values():
+            sh.leave_usual()
             for call in [*sh.older, sh.call]:
                 if _owed(call):
                     owed.append((sh, call))
@@ -660,18 +679,16 @@ class ContractMonitor(Adapter):
                 # (a recycled handle may still be remembered as freed: lookups try live ones first)
                 number = next(self._actx_count)
                 # _Shadow(handle, number, self), written out: calling the class costs more than
-                # setting the slots (tests/test_monitor.py checks both make the same shadow).
+                # setting the slots (tests/test_monitor.py checks both make the same shadow once
+                # it leaves the usual case).
                 live[handle] = sh = _new_object(_Shadow)
                 sh.handle = handle
                 sh.number = number
                 sh.mon = self
-                sh.user = sh.reg = sh.call = sh.tentative = sh.final = sh.freeing = sh.in_callback = None
+                sh.user = sh.reg = sh.call = sh.tentative = sh.final = sh.in_callback = None
                 sh.state = _IDLE
-                sh.older = ()
                 sh.callbacks = 0
-                sh.reinit_since_reg = sh.notify_ok = sh.idle_ok = sh.last_queue_failed = sh.last_cb_final = \
-                    sh.freed_in_callback = False
-                sh.usual = True
+                sh.usual = True  # (the fields in _LAZY are left unset: see _Shadow.leave_usual)
                 self._raw.append(number)  # (see _COMPLETE_BASE)
                 if number >= self._check_at:  # (every _TRIM_CHECK contexts)
                     self._check_at = number + _TRIM_CHECK
@@ -699,7 +716,7 @@ class ContractMonitor(Adapter):
             seq = self._event("return", "create_async_context", sh, None, None)
             old = self._live.get(handle)
             if old is not None:
-                old.usual = False
+                old.leave_usual()
                 self._flag("CTX-1", f"SspiCreateAsyncContext returned {old.label}, which is still live", _IMPL,
                            "create_async_context", seq)
             self._live[handle] = sh
@@ -723,7 +740,7 @@ class ContractMonitor(Adapter):
         except TypeError:  # unhashable: certainly not one of our handles
             return None
         if sh is not None:
-            sh.usual = False
+            sh.leave_usual()
         return sh
 
     def _remember_freed(self, sh: _Shadow) -> None:
@@ -771,7 +788,7 @@ class ContractMonitor(Adapter):
         try:
             sh = self._live.get(ctx) if ctx is not None else None
             if sh is not None:
-                sh.usual = False
+                sh.leave_usual()
             if sh is not None and (sh.state is _DONE or sh.state is _IDLE) and not sh.older and not (
                 (call := sh.call) is not None and call[_NOTIFY] and not call[_CALLBACKS] and not call[_CANCELLED]
             ):
@@ -955,7 +972,7 @@ class ContractMonitor(Adapter):
             self._lock.acquire()
         try:
             if sh is not None:
-                sh.usual = False
+                sh.leave_usual()
             seq = self._event("return", "set_async_notify_callback", sh if sh is not None else ctx,
                               (callback, data), result)
             if sh is None:
@@ -1120,7 +1137,7 @@ class ContractMonitor(Adapter):
     # ---- callbacks ----------------------------------------------------------------------------------
     def _fire_general(self, sh: _Shadow, actx: Any, data: Any, tid: int) -> None:
         """A callback outside the usual case of :meth:`_Shadow.fire`, or on another thread."""
-        sh.usual = False
+        sh.leave_usual()
         if tid != self._home_thread:
             # A callback on another thread: from now on every update takes the lock.
             self._concurrent = True
@@ -1139,7 +1156,7 @@ class ContractMonitor(Adapter):
                 self._lock.release()
 
     def _on_callback(self, sh: _Shadow, actx: Any, data: Any, status: int | None, tid: int, current: bool) -> None:
-        sh.usual = False
+        sh.leave_usual()
         sh.callbacks += 1
         call = None
         for older in sh.older:
@@ -1243,7 +1260,7 @@ class ContractMonitor(Adapter):
         """The implementation raised while completing: attribute it when a rule explains why."""
         with self._lock:
             for sh in shadows:
-                sh.usual = False
+                sh.leave_usual()
                 call = sh.call
                 if sh.freed_in_callback:
                     self._flag("OQ-3", f"{sh.label} was freed inside its own callback, and completing its call then "
@@ -1254,7 +1271,7 @@ class ContractMonitor(Adapter):
 
     def _completed(self, sh: _Shadow) -> None:
         """The latest call on ``sh`` is known to have completed (control, inline mode)."""
-        sh.usual = False
+        sh.leave_usual()
         call = sh.call
         if call is not None and not call[_CONTROLLED]:
             call[_CONTROLLED] = True
@@ -1365,7 +1382,7 @@ class ContractMonitor(Adapter):
         if conc:
             self._lock.acquire()
         try:
-            sh.usual = False
+            sh.leave_usual()
             sh.tentative = None
         finally:
             if conc:
@@ -1391,7 +1408,7 @@ class ContractMonitor(Adapter):
             lock.acquire()
         try:
             if sh is not None:
-                sh.usual = False
+                sh.leave_usual()
                 # Cleared under the lock, together with the bookkeeping below, so that a callback
                 # arriving on another thread sees either the tentative call or the accepted one.
                 sh.tentative = None
