@@ -126,7 +126,6 @@ _Q_NOTIFY, _Q_SILENT_DELETE, _Q_SILENT = (_ON_QUEUE[e] for e in (Event.QUEUE, Ev
 # Completion statuses an operation may report (PENDING excluded), by operation name.
 _ALLOWED = {op: allowed - {st.SEC_I_ASYNC_CALL_PENDING} for op, (_, allowed) in COMPLETION_STATUSES.items()}
 _monotonic = time.monotonic
-_new_object = object.__new__
 _get_ident = threading.get_ident
 
 # The trace is a list with one item per event, so an event's number is its position plus the
@@ -189,10 +188,10 @@ _ARGS = 17  # the call's arguments, which the trace shows
 # it, _CB_STATUS, at _CB_TIME, on the monitor's thread.
 
 
-# The fields of _Shadow that the usual case leaves at their initial values and no hot path uses:
-# the hot path that creates a shadow does not set them (see _Shadow.leave_usual).
-_LAZY = ("freed_in_callback", "freeing", "idle_ok", "last_cb_final", "last_queue_failed", "notify_ok", "older",
-         "reinit_since_reg")
+# The fields of _Shadow that the hot path of create leaves unset: no hot path reads them before
+# setting them, and _Shadow.leave_usual gives them their values before any general path looks.
+_LAZY = ("call", "callbacks", "final", "freed_in_callback", "freeing", "idle_ok", "last_cb_final",
+         "last_queue_failed", "notify_ok", "older", "reinit_since_reg", "tentative", "user")
 
 
 class _Shadow:
@@ -208,47 +207,59 @@ class _Shadow:
         "in_callback", "last_cb_final", "last_queue_failed", "mon", "notify_ok", "number", "older", "reg",
         "reinit_since_reg", "state", "tentative", "user", "usual",
     )
-
-    def __init__(self, handle: Handle, number: int, mon: ContractMonitor) -> None:
-        self.handle = handle
-        self.number = number  # label "actx<number>" unless named (ContractMonitor.name), formatted when shown
-        self.mon = mon
-        self.user: Callback | None = None  # the caller's callback that :meth:`fire` forwards to
-        self.state = _IDLE
-        # the registration in force: (_K_REGISTER, number, user callback, data), see _REG_DATA
-        self.reg: tuple[Any, int, Callback, Any] | None = None
-        self.call: _Call | None = None  # the latest accepted call
-        self.older: tuple[_Call, ...] = ()  # earlier calls whose callback is still owed (rare)
-        self.tentative: _Call | None = None  # a queue call in progress (inline completion)
-        self.final: int | None = None  # final status observed for the latest call
-        self.freeing: int | None = None  # thread id inside SspiFreeAsyncContext
-        self.in_callback: int | None = None  # thread id running the user callback
-        self.callbacks = 0
-        # flags: registration survived a reinit / RequiresNotify was right for it / an idle read
-        # said "not pending" / the last queue failed / the last callback read a final status /
-        # freed from inside its own callback (OQ-3)
-        self.reinit_since_reg = self.notify_ok = self.idle_ok = self.last_queue_failed = False
-        self.last_cb_final = self.freed_in_callback = False
-        # Only the usual case has happened to this context so far: every event on it went through
-        # a hot path.  The hot paths rely on what that implies instead of testing it again: no
-        # earlier call owed (older is empty), not being freed, the flags above all False; IDLE:
-        # no call yet; PENDING_NOTIFY: the call accepted, its callback owed (notified, none yet,
-        # not cancelled); COMPLETED: that call's one callback arrived, final is the status it
-        # read.  Anything else that looks at or changes the shadow first calls leave_usual (for
-        # good), and the context takes the general paths from then on.
-        self.usual = True
+    # No __init__: calling a class without one stays in C, and the hot path of create makes one
+    # per context (see _new_shadow for the initial values).
+    handle: Handle
+    number: int  # label "actx<number>" unless named (ContractMonitor.name), formatted when shown
+    mon: ContractMonitor
+    user: Callback | None  # the caller's callback that :meth:`fire` forwards to
+    state: State
+    # the registration in force: (_K_REGISTER, number, user callback, data), see _REG_DATA
+    reg: tuple[Any, int, Callback, Any] | None
+    call: _Call | None  # the latest accepted call
+    older: tuple[_Call, ...]  # earlier calls whose callback is still owed (rare)
+    tentative: _Call | None  # a queue call in progress (inline completion)
+    final: int | None  # final status observed for the latest call
+    freeing: int | None  # thread id inside SspiFreeAsyncContext
+    in_callback: int | None  # thread id running the user callback
+    callbacks: int
+    # flags: registration survived a reinit / RequiresNotify was right for it / an idle read said
+    # "not pending" / the last queue failed / the last callback read a final status / freed from
+    # inside its own callback (OQ-3)
+    reinit_since_reg: bool
+    notify_ok: bool
+    idle_ok: bool
+    last_queue_failed: bool
+    last_cb_final: bool
+    freed_in_callback: bool
+    # Only the usual case has happened to this context so far: every event on it went through a
+    # hot path.  The hot paths rely on what that implies instead of testing it again: no earlier
+    # call owed (older is empty), not being freed, the flags above all False; IDLE: no call yet;
+    # PENDING_NOTIFY: the call accepted, its callback owed (notified, none yet, not cancelled);
+    # COMPLETED: that call's one callback arrived, final is the status it read.  Anything else
+    # that looks at or changes the shadow first calls leave_usual (for good), and the context
+    # takes the general paths from then on.
+    usual: bool
 
     def leave_usual(self) -> None:
-        """Called by the general paths before they look at the shadow (see ``usual``).  The hot
-        path that creates a shadow leaves the fields in _LAZY unset, as no hot path uses them;
-        they get the values the usual case implies here."""
+        """Called by the general paths before they look at the shadow (see ``usual``): the fields
+        in _LAZY, which the hot paths leave unset until they need them, get the values the usual
+        case implies."""
         if self.usual:
             self.usual = False
+            # (set by the hot paths when they need them)
+            self.user = getattr(self, "user", None)
+            self.call = call = getattr(self, "call", None)
+            self.tentative = getattr(self, "tentative", None)
+            self.final = getattr(self, "final", None)
+            # (never set by a hot path)
             self.older = ()
             self.freeing = None
             self.reinit_since_reg = self.notify_ok = self.idle_ok = self.last_queue_failed = False
             self.freed_in_callback = False
-            # (a usual context's callbacks all read a final status: the hot path takes no other)
+            # A usual context has had one call at most, and the hot path took its callback, if
+            # one came, and only with a final status.
+            self.callbacks = 1 if call is not None and call[_CALLBACKS] else 0
             self.last_cb_final = self.callbacks > 0
 
     @property
@@ -277,7 +288,7 @@ class _Shadow:
                 call[_CHECKED] = True
                 call[_CB_STATUS] = status
                 call[_CB_TIME] = _monotonic()
-                self.callbacks = 1  # (usual: the first; last_cb_final follows, see leave_usual)
+                # (callbacks and last_cb_final follow from the call: see leave_usual)
                 self.final = status
                 self.state = _DONE
                 mon._raw.append(call)
@@ -292,6 +303,23 @@ class _Shadow:
                 user(actx, data)
         finally:
             self.in_callback = None
+
+
+def _new_shadow(handle: Handle, number: int, mon: ContractMonitor) -> _Shadow:
+    """A shadow for a new async context, all fields set (the hot path of create sets the same but
+    the ones in _LAZY: tests/test_monitor.py checks they agree)."""
+    sh = _Shadow()
+    sh.handle = handle
+    sh.number = number
+    sh.mon = mon
+    sh.user = sh.reg = sh.call = sh.tentative = sh.final = sh.freeing = sh.in_callback = None
+    sh.state = _IDLE
+    sh.older = ()
+    sh.callbacks = 0
+    sh.reinit_since_reg = sh.notify_ok = sh.idle_ok = sh.last_queue_failed = sh.last_cb_final = False
+    sh.freed_in_callback = False
+    sh.usual = True
+    return sh
 
 
 def _decode(item: Any, seq: int) -> tuple[tuple[str, str, str], Any, Any, int | None, float | None, int | None]:
@@ -678,16 +706,13 @@ class ContractMonitor(Adapter):
             if handle not in live:
                 # (a recycled handle may still be remembered as freed: lookups try live ones first)
                 number = next(self._actx_count)
-                # _Shadow(handle, number, self), written out: calling the class costs more than
-                # setting the slots (tests/test_monitor.py checks both make the same shadow once
-                # it leaves the usual case).
-                live[handle] = sh = _new_object(_Shadow)
+                # _new_shadow(handle, number, self), written out (a call costs more than the slots)
+                live[handle] = sh = _Shadow()
                 sh.handle = handle
                 sh.number = number
                 sh.mon = self
-                sh.user = sh.reg = sh.call = sh.tentative = sh.final = sh.in_callback = None
+                sh.reg = sh.in_callback = None
                 sh.state = _IDLE
-                sh.callbacks = 0
                 sh.usual = True  # (the fields in _LAZY are left unset: see _Shadow.leave_usual)
                 self._raw.append(number)  # (see _COMPLETE_BASE)
                 if number >= self._check_at:  # (every _TRIM_CHECK contexts)
@@ -704,7 +729,7 @@ class ContractMonitor(Adapter):
         try:
             live = self._live
             if handle is not None and handle not in live:
-                live[handle] = sh = _Shadow(handle, next(self._actx_count), self)
+                live[handle] = sh = _new_shadow(handle, next(self._actx_count), self)
                 self._raw.append((_K_CREATE, sh.number, None, None, _monotonic(), _get_ident() if conc else None))
                 if len(self._raw) > self._cap:
                     self._trim()
@@ -712,7 +737,7 @@ class ContractMonitor(Adapter):
             if handle is None:
                 self._event("return", "create_async_context", None, None, None, "NULL (out of memory, CTX-2)")
                 return None
-            sh = _Shadow(handle, next(self._actx_count), self)
+            sh = _new_shadow(handle, next(self._actx_count), self)
             seq = self._event("return", "create_async_context", sh, None, None)
             old = self._live.get(handle)
             if old is not None:
