@@ -252,6 +252,8 @@ class _Shadow:
             self.call = call = getattr(self, "call", None)
             self.tentative = getattr(self, "tentative", None)
             self.final = getattr(self, "final", None)
+            if self.state is _FREED:
+                self.reg = None  # (the hot path of free leaves it)
             # (never set by a hot path)
             self.older = ()
             self.freeing = None
@@ -399,18 +401,32 @@ class _MonitoredControl(CompletionControl):
     def complete(self, ctx: Handle) -> bool:
         monitor = self._monitor
         try:
-            sh: _Shadow | None = monitor._live[ctx]
+            sh = monitor._live[ctx]
         except (KeyError, TypeError):  # (not a live context: a subscript is cheaper than get())
-            sh = None
-        if sh is not None and not monitor._concurrent:
-            monitor._raw.append(_COMPLETE_BASE + sh.number)
-        else:
-            if sh is None:
-                sh = monitor._lookup(ctx)
-            event = _COMPLETE_BASE + sh.number if sh is not None else (_K_COMPLETE, _ref(ctx), None, None, None,
-                                                                       None)
-            with monitor._lock:  # (in concurrent mode every event is appended under the lock)
-                monitor._raw.append(event)
+            return self._complete_general(ctx, None)
+        if monitor._concurrent:
+            return self._complete_general(ctx, sh)
+        monitor._raw.append(_COMPLETE_BASE + sh.number)
+        try:
+            done = self._inner.complete(ctx)
+        except Exception:
+            monitor._completion_crashed([sh])
+            raise
+        if done:
+            if sh.usual and sh.state is _DONE:
+                # The usual case: the callback owed arrived during complete() (see _Shadow.usual).
+                sh.call[_CONTROLLED] = True  # type: ignore[index]
+            else:
+                monitor._completed_by_control((ctx,))
+        return done
+
+    def _complete_general(self, ctx: Handle, sh: _Shadow | None) -> bool:
+        monitor = self._monitor
+        if sh is None:
+            sh = monitor._lookup(ctx)
+        event = _COMPLETE_BASE + sh.number if sh is not None else (_K_COMPLETE, _ref(ctx), None, None, None, None)
+        with monitor._lock:  # (in concurrent mode every event is appended under the lock)
+            monitor._raw.append(event)
         try:
             done = self._inner.complete(ctx)
         except Exception:
@@ -418,11 +434,7 @@ class _MonitoredControl(CompletionControl):
                 monitor._completion_crashed([sh])
             raise
         if done and sh is not None:
-            if sh.usual and sh.state is _DONE:
-                # The usual case: the callback owed arrived during complete() (see _Shadow.usual).
-                sh.call[_CONTROLLED] = True  # type: ignore[index]
-            else:
-                monitor._completed_by_control((ctx,))
+            monitor._completed_by_control((ctx,))
         return done
 
     def complete_all(self) -> int:
@@ -789,8 +801,7 @@ class ContractMonitor(Adapter):
             if sh.usual and ((state := sh.state) is _DONE or state is _IDLE) and sh.in_callback is None:
                 # The usual case: nothing outstanding (see _Shadow.usual), the free is legal (no
                 # lock: nothing can race).
-                sh.state = _FREED
-                sh.reg = None  # the registration ends with the context
+                sh.state = _FREED  # (and the registration ends with the context: see leave_usual)
                 del self._live[ctx]
                 freed = self._freed  # (_remember_freed, written out)
                 freed[ctx] = sh
@@ -1333,8 +1344,9 @@ class ContractMonitor(Adapter):
                 # its status is filled in when the call returns.
                 raw = self._raw
                 seq = self._first + len(raw)
-                new = [op, outputs, True, reg[_REG_DATA], seq, 0, False, False, False, False,
-                       sh.in_callback is not None, sh.number, None, None, None, None, None, *args]
+                # (usual and idle: its callback never ran, so the call is not chained)
+                new = [op, outputs, True, reg[_REG_DATA], seq, 0, False, False, False, False, False, sh.number,
+                       None, None, None, None, None, *args]
                 raw.append(new)
                 if seq >= self._trim_at:
                     self._trim()
@@ -1553,9 +1565,8 @@ class ContractMonitor(Adapter):
                 # The usual case (see _queue), written out for the most frequent calls.
                 raw = self._raw
                 seq = self._first + len(raw)
-                call = [_ACH, outputs, True, reg[_REG_DATA], seq, 0, False, False, False,
-                        False, sh.in_callback is not None, sh.number, None, None, None, None, None,
-                        principal, package, credential_use, auth_data]
+                call = [_ACH, outputs, True, reg[_REG_DATA], seq, 0, False, False, False, False, False, sh.number,
+                        None, None, None, None, None, principal, package, credential_use, auth_data]
                 raw.append(call)
                 if seq >= self._trim_at:
                     self._trim()
@@ -1634,8 +1645,8 @@ class ContractMonitor(Adapter):
                 # The usual case (see _queue), written out for the most frequent calls.
                 raw = self._raw
                 seq = self._first + len(raw)
-                call = [_FCH, None, True, reg[_REG_DATA], seq, 0, False, False, False,
-                        False, sh.in_callback is not None, sh.number, None, None, None, None, None, credential]
+                call = [_FCH, None, True, reg[_REG_DATA], seq, 0, False, False, False, False, False, sh.number,
+                        None, None, None, None, None, credential]
                 raw.append(call)
                 if seq >= self._trim_at:
                     self._trim()
