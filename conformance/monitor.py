@@ -32,15 +32,25 @@ wrapped adapter's control):
   implementation.  Lost callbacks are flagged by :meth:`ContractMonitor.finish`.
 
 Cost: every call through the monitor does a little more than the simulator itself does, so the
-usual case of each call is handled first and cheaply: one shadow lookup, one state test or
-precomputed table-column lookup, one event appended to a flat trace list (no event number
-counter, no time stamp except for observations: callbacks and status reads, and nothing new
-for the garbage collector to track; see ``_W``).  :class:`~conformance.results.TraceEvent`
-objects, labels and violation messages are built only when somebody reads them.  The callback
-registered with the implementation is a bound method of the context's shadow (no closure or
-partial per registration).  In inline and deferred modes callbacks run on the caller's thread
-and the lock is skipped; a callback on any other thread switches locking on for good.
-Anything unusual takes the general path, which judges it exactly as before.
+usual case of each call is handled first and cheaply (a benchmark round trip through the monitor
+costs about twice one without it: ``python -m benchmarks simulator``):
+
+* one shadow lookup, then the state test; a shadow that only ever took these hot paths is
+  *usual* (:attr:`_Shadow.usual`), and what that implies (no earlier call owed, nothing
+  cancelled, the flags all clear) is not tested again; anything else on a context sends it
+  through the general paths for good, which judge every case exactly;
+* one item appended to the trace per event, made of plain values or of records the monitor keeps
+  anyway (see ``_COMPLETE_BASE``): no event counter, no time stamp except on callbacks;
+  :class:`~conformance.results.TraceEvent` objects, labels and messages are built only when
+  somebody reads them;
+* nothing that makes the garbage collector run: with a trace limit, old events and old freed
+  contexts are let go a few at a time, as new ones are made;
+* the callback registered with the implementation is a bound method of the context's shadow (no
+  closure or partial per registration); in inline and deferred modes callbacks run on the
+  caller's thread and the lock is skipped; a callback on any other thread switches locking on
+  for good;
+* the wrapped adapter is called through ``inner``: bound methods kept as attributes would defeat
+  the interpreter's method caching.
 
 Known blind spot: when a caller frees a context whose notified call is still pending (itself
 caller misuse, FREE-3) while the call is completing on another thread, a callback already in
@@ -241,6 +251,12 @@ class _Shadow:
     # takes the general paths from then on.
     usual: bool
 
+    def callback_count(self) -> int:
+        if self.usual:  # (see leave_usual)
+            call = getattr(self, "call", None)
+            return 1 if call is not None and call[_CALLBACKS] else 0
+        return self.callbacks
+
     def leave_usual(self) -> None:
         """Called by the general paths before they look at the shadow (see ``usual``): the fields
         in _LAZY, which the hot paths leave unset until they need them, get the values the usual
@@ -261,8 +277,8 @@ class _Shadow:
             self.freed_in_callback = False
             # A usual context has had one call at most, and the hot path took its callback, if
             # one came, and only with a final status.
-            self.callbacks = 1 if call is not None and call[_CALLBACKS] else 0
-            self.last_cb_final = self.callbacks > 0
+            self.callbacks = callbacks = 1 if call is not None and call[_CALLBACKS] else 0
+            self.last_cb_final = callbacks > 0
 
     @property
     def label(self) -> str:
@@ -601,7 +617,7 @@ class ContractMonitor(Adapter):
     def name(self, handle: Handle, label: str) -> None:
         """Use ``label`` for ``handle`` in the trace and in messages."""
         with self._lock:
-            sh = self._lookup(handle)
+            sh = self._peek(handle)
             if sh is not None:
                 self._custom[sh.number] = label
             self._labels[handle] = label
@@ -609,8 +625,8 @@ class ContractMonitor(Adapter):
     def callback_count(self, ctx: Handle) -> int:
         """How many callbacks arrived for ``ctx`` (live or recently freed)."""
         with self._lock:
-            sh = self._lookup(ctx)
-            return sh.callbacks if sh is not None else 0
+            sh = self._peek(ctx)
+            return sh.callback_count() if sh is not None else 0
 
     def finish(self, settle_s: float = 0.2) -> None:
         """End-of-run checks: wait up to ``settle_s`` for owed callbacks, then flag lost ones."""
@@ -667,7 +683,7 @@ class ContractMonitor(Adapter):
             label = None
         if label is not None:
             return label
-        sh = self._lookup(value)
+        sh = self._peek(value)
         return sh.label if sh is not None else repr(value)
 
     def _args(self, op: str, args: Any) -> dict[str, Any]:
@@ -765,6 +781,14 @@ class ContractMonitor(Adapter):
     def _lookup(self, ctx: Any) -> _Shadow | None:
         """The shadow of a live or remembered context, for a general path: it leaves the usual
         case (see _Shadow.usual)."""
+        sh = self._peek(ctx)
+        if sh is not None:
+            sh.leave_usual()
+        return sh
+
+    def _peek(self, ctx: Any) -> _Shadow | None:
+        """The shadow of a live or remembered context, to read its number or callback count only
+        (it stays in the usual case)."""
         try:
             sh = self._live.get(ctx)
             if sh is None:
@@ -776,8 +800,6 @@ class ContractMonitor(Adapter):
                             break
         except TypeError:  # unhashable: certainly not one of our handles
             return None
-        if sh is not None:
-            sh.leave_usual()
         return sh
 
     def _remember_freed(self, sh: _Shadow) -> None:
@@ -1217,7 +1239,7 @@ class ContractMonitor(Adapter):
         if any(c is call for c in sh.older):
             sh.older = tuple(c for c in sh.older if c is not call)
         if actx is not sh.handle and actx != sh.handle:
-            self._flag("CTX-10", f"the callback for {sh.label} received {self._label(self._lookup(actx) or actx)}",
+            self._flag("CTX-10", f"the callback for {sh.label} received {self._label(self._peek(actx) or actx)}",
                        _IMPL, op, seq)
         if data is not call[_DATA]:
             extra = " (the registration was made before a reinit)" if sh.reinit_since_reg else ""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
+import re
 import threading
 import time
 from functools import partial
@@ -14,8 +16,10 @@ from section_a_workload import DELIBERATE_MISUSE, Data, implementation_ids, run_
 from adapters import status as st
 from adapters.api import CallOutputs, Handle, Unsupported
 from adapters.constants import SECPKG_CRED_OUTBOUND
+from adapters.simulator import create as create_simulator
 from adapters.simulator.adapter import AsyncContext, SimulatorAdapter
-from conformance.monitor import ContractMonitor
+from adapters.simulator.mutants import MUTANTS
+from conformance.monitor import _LAZY, ContractMonitor, _new_shadow, _Shadow
 from conformance.results import TraceEvent, ViolationRecord
 
 OUT = SECPKG_CRED_OUTBOUND
@@ -415,3 +419,174 @@ def test_trimmed_trace_keeps_event_numbers_and_violation_references() -> None:
     assert calls and all(e.status == st.SEC_E_OK and e.args["package"] == "Sim" for e in calls)
     registrations = [e for e in trace if e.op == "set_async_notify_callback"]
     assert registrations and all(e.args == {"callback": "_noop", "data": "d"} for e in registrations)
+
+
+# ---- the hot paths (see ContractMonitor's "Cost" notes) ------------------------------------------------
+
+
+class _GeneralOnly(ContractMonitor):
+    """Every context leaves the usual case as soon as it is created: only the general paths run."""
+
+    def create_async_context(self) -> Handle | None:
+        handle = super().create_async_context()
+        sh = self._peek(handle)
+        if sh is not None:
+            sh.leave_usual()
+        return handle
+
+
+def _normal(value: Any) -> Any:
+    """Handle serials and addresses differ between two runs; nothing else may."""
+    return re.sub(r"#\d+|0x[0-9a-f]+", "#", value) if isinstance(value, str) else value
+
+
+def _observed(monitor: ContractMonitor) -> tuple[list[Any], list[Any]]:
+    found = [(v.requirement, v.party, v.call, v.seq, _normal(v.message)) for v in monitor.violations()]
+    # (what the simulator reports itself comes in the order of its own set of contexts)
+    violations = [v for v in found if v[3] is not None] + sorted(v for v in found if v[3] is None)
+    trace = [(e.seq, e.kind, e.op, _normal(e.ctx), e.status, _normal(e.detail),
+              {k: _normal(repr(v)) for k, v in e.args.items()}) for e in monitor.trace]
+    return violations, trace
+
+
+@pytest.mark.parametrize("mode", ["deferred", "inline"])
+@pytest.mark.parametrize("mutant", [None, *sorted(MUTANTS)])
+def test_hot_paths_judge_exactly_as_the_general_paths(mode: str, mutant: str | None) -> None:
+    """The same workload, on the reference simulator and on every faulty one, gives the same
+    violations and the same trace whether the hot paths take the usual cases or not."""
+    runs = []
+    for cls in (ContractMonitor, _GeneralOnly):
+        options = {"completion": mode} | ({"mutant": mutant} if mutant else {})
+        sim = create_simulator(options)
+        monitor = cls(sim)
+        try:
+            run_workload(monitor, settle_s=0.0)
+        finally:
+            sim.close()
+        runs.append(_observed(monitor))
+    assert runs[0][0] == runs[1][0]
+    assert runs[0][1] == runs[1][1]
+
+
+def test_the_hot_path_of_create_makes_the_same_shadow_as_the_general_one() -> None:
+    """The hot path of create sets fewer fields (see _LAZY); once a general path takes the context,
+    every field is set and holds what a shadow made in full would."""
+    monitor = ContractMonitor(SimulatorAdapter(completion="deferred"))
+    ctx = monitor.create_async_context()
+    fast = monitor._peek(ctx)
+    assert fast is not None and fast.usual
+    assert all(not hasattr(fast, name) for name in _LAZY)
+    full = _new_shadow(ctx, fast.number, monitor)
+    fast.leave_usual()
+    full.leave_usual()
+    assert {name: getattr(fast, name) for name in _Shadow.__slots__} == {
+        name: getattr(full, name) for name in _Shadow.__slots__}
+
+
+def test_a_usual_context_reads_its_callback_count_without_leaving_the_hot_paths(
+        deferred: ContractMonitor) -> None:
+    ctx = deferred.create_async_context()
+    deferred.set_async_notify_callback(ctx, _noop, None)
+    deferred.acquire_credentials_handle_async(ctx, None, "Sim", OUT, None, CallOutputs())
+    assert deferred.callback_count(ctx) == 0
+    assert deferred.control is not None and deferred.control.complete(ctx)
+    assert deferred.callback_count(ctx) == 1
+    shadow = deferred._peek(ctx)
+    assert shadow is not None and shadow.usual
+    deferred.free_async_context(ctx)
+    assert deferred.callback_count(ctx) == 1  # freed, remembered
+
+
+def test_a_refused_registration_on_the_hot_path_keeps_the_callback_in_force() -> None:
+    class RefusesSecondRegistration(SimulatorAdapter):
+        registrations = 0
+
+        def set_async_notify_callback(self, ctx: Handle | None, callback: Any, data: Any = None) -> int:
+            self.registrations += 1
+            if self.registrations == 2:
+                return st.SEC_E_INSUFFICIENT_MEMORY
+            return super().set_async_notify_callback(ctx, callback, data)
+
+    monitor = ContractMonitor(RefusesSecondRegistration(completion="deferred"))
+    first: list[Any] = []
+    ctx = monitor.create_async_context()
+    monitor.set_async_notify_callback(ctx, lambda actx, data: first.append(data), "first")
+    assert monitor.set_async_notify_callback(ctx, _noop, "second") == st.SEC_E_INSUFFICIENT_MEMORY
+    monitor.acquire_credentials_handle_async(ctx, None, "Sim", OUT, None, CallOutputs())
+    assert monitor.control is not None and monitor.control.complete(ctx)
+    assert first == ["first"]
+    assert implementation_ids(monitor) == {"NOTIFY-9"}  # a registration the table accepts was refused
+
+
+@pytest.mark.parametrize("offset", range(7))
+def test_trimmed_trace_decodes_callbacks_whose_call_was_dropped(offset: int) -> None:
+    """Old events go in chunks; wherever the cut falls, every event kept decodes to what it was
+    (a callback's event is its call record appended again, even once the call's event is gone)."""
+    limit = 70 + offset
+    monitor = ContractMonitor(SimulatorAdapter(completion="deferred"), trace_limit=limit)
+    assert monitor.control is not None
+    trips = 150  # 7 events each: the trace is trimmed more than once
+    for _ in range(trips):
+        ctx = monitor.create_async_context()
+        monitor.set_async_notify_callback(ctx, _noop, None)
+        monitor.acquire_credentials_handle_async(ctx, None, "Sim", OUT, None, CallOutputs())
+        monitor.control.complete(ctx)
+        monitor.get_async_call_status(ctx)
+        monitor.free_async_context(ctx)
+    assert len(monitor._raw) < limit + 600  # (bounded: trimmed in chunks)
+    trace = monitor.trace
+    assert len(trace) == limit and trace[-1].seq == trips * 7
+    cycle = [("return", "create_async_context"), ("return", "set_async_notify_callback"),
+             ("call", "acquire_credentials_handle_async"), ("complete", "complete"),
+             ("callback", "acquire_credentials_handle_async"), ("status", "get_async_call_status"),
+             ("call", "free_async_context")]
+    for event in trace:
+        assert (event.kind, event.op) == cycle[(event.seq - 1) % 7]
+        assert event.ctx == f"actx{(event.seq - 1) // 7 + 1}"
+        if event.kind in ("callback", "status"):
+            assert event.status == st.SEC_E_OK
+    assert all(b.t >= a.t for a, b in itertools.pairwise(trace))
+
+
+def test_long_runs_leave_the_garbage_collector_idle() -> None:
+    """With a trace limit the monitor frees old events and freed contexts as it makes new ones,
+    so the collector's count of new containers does not build up (it used to trigger a collection
+    every couple of hundred round trips)."""
+    monitor = ContractMonitor(SimulatorAdapter(completion="deferred"), trace_limit=2000)
+    assert monitor.control is not None
+    complete = monitor.control.complete
+    outputs = CallOutputs()
+
+    def trips(n: int) -> None:  # acquire a credential, then free it (the simulator keeps nothing)
+        for _ in range(n):
+            for queue in (lambda ctx: monitor.acquire_credentials_handle_async(ctx, None, "Sim", OUT, None, outputs),
+                          lambda ctx: monitor.free_credentials_handle_async(ctx, outputs.credential)):
+                ctx = monitor.create_async_context()
+                monitor.set_async_notify_callback(ctx, _noop, None)
+                queue(ctx)
+                complete(ctx)
+                monitor.get_async_call_status(ctx)
+                monitor.free_async_context(ctx)
+
+    trips(1500)  # fills the trace and the freed-context memory
+    gc.collect()
+    before = gc.get_stats()[0]["collections"]
+    trips(2500)
+    assert gc.get_stats()[0]["collections"] - before <= 3
+    assert not monitor.implementation_violations()
+
+
+def test_freed_contexts_are_remembered_for_a_thousand_frees() -> None:
+    monitor = ContractMonitor(SimulatorAdapter(completion="deferred"))
+    first = monitor.create_async_context()
+    monitor.free_async_context(first)
+    for _ in range(1023):
+        monitor.free_async_context(monitor.create_async_context())
+    monitor.free_async_context(first)  # still known: a double free of actx1
+    for _ in range(2 * 1024):
+        monitor.free_async_context(monitor.create_async_context())
+    monitor.free_async_context(first)  # forgotten by now: just not an async context
+    messages = [v.message for v in monitor.violations() if v.seq is not None]
+    assert len(messages) == 2
+    assert "double free" in messages[0] and "actx1" in messages[0]
+    assert "not an async context" in messages[1]
