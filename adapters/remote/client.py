@@ -5,6 +5,8 @@ callbacks and their data stay here, registered under a small integer token that 
 as ``callback_data``; a queued call's CallOutputs and input buffers stay here too and are
 written from the completion notification *before* the caller's callback runs (GEN-10,
 OQ-10), exactly as an in-process implementation writes through the pointers it was given.
+Which queued call a notification completes is decided by ``protocol.take_completed``, the
+rule the agent applies too (docs/protocol.md, section 5).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class _Queued:
     outputs: CallOutputs | None
     input: list[SecBuffer] | None
     notify: bool  # counted in Connection.expect() until consumed or given up
+    silent: bool  # queued with no callback registered: no notification will name it (NOTIFY-4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +205,7 @@ class RemoteAdapter(Adapter):
             return None
         with self._lock:
             dq = self._queued.get(ctx)
-            queued = dq.popleft() if dq else None
+            queued = p.take_completed(dq) if dq else None
         if queued is None:
             conn.violate("PROTO-7", f"second callback for {ctx}, or a callback with no call queued (OQ-13)")
             return None
@@ -243,7 +246,7 @@ class RemoteAdapter(Adapter):
     def _expect_queue(self, ctx: str | None, operation: str, outputs: CallOutputs | None,
                       input: list[SecBuffer] | None) -> _Queued:
         notify = ctx is not None and self._callback_token.get(ctx) is not None
-        queued = _Queued(operation, outputs, input, notify)
+        queued = _Queued(operation, outputs, input, notify, not notify)
         with self._lock:
             self._queued.setdefault(ctx, deque()).append(queued)
         if notify:
@@ -274,7 +277,12 @@ class RemoteAdapter(Adapter):
             raise
         if status != st.SEC_E_OK:
             self._forget(ctx, queued)  # a refused queue never calls back (OQ-5)
-        elif isinstance(res, dict) and res.get("outputs") is not None:
+            return status
+        with self._lock:  # the calls queued before this one are over (CTX-4, OQ-7)
+            dq = self._queued.get(ctx)
+            if dq:
+                p.drop_silent_before(dq, queued)
+        if isinstance(res, dict) and res.get("outputs") is not None:
             # The implementation wrote outputs before completing (a GEN-10 breach the
             # monitor must be able to see): mirror that write now.
             with self._lock:
@@ -299,6 +307,8 @@ class RemoteAdapter(Adapter):
     def free_async_context(self, ctx: Handle | None) -> None:
         h = self._h(ctx)
         self._call("free_async_context", {"ctx": h})
+        if h is not None:
+            self._callback_token.pop(h, None)  # the registration dies with the context, as in the agent
         # Callbacks of calls still pending are no longer awaited (OQ-12 defers destruction
         # without a callback); if one comes anyway it is still delivered, as in-process.
         with self._lock:

@@ -1,10 +1,14 @@
-"""Constants of remote protocol v1 (docs/protocol.md): version, error codes, PROTO-n rules.
+"""Constants of remote protocol v1 (docs/protocol.md): version, error codes, PROTO-n rules,
+and the rule that matches a callback to the queued call it completes.
 
 Kept free of any I/O so that the client, the agent, the tests and the documentation all
-read the same numbers from one place.
+read the same numbers (and match callbacks the same way) from one place.
 """
 
 from __future__ import annotations
+
+from collections import deque
+from typing import Protocol, TypeVar
 
 PROTOCOL_VERSION = "1"
 JSONRPC = "2.0"
@@ -54,3 +58,56 @@ CONTROL_METHODS = (
     "control.complete_all",
     "control.inject_fault",
 )
+
+
+# ---- matching a callback to the call it completes ----------------------------------------------
+
+
+class QueuedCall(Protocol):
+    silent: bool  # queued with no callback registered: its completion sends no notification
+
+
+Q = TypeVar("Q", bound=QueuedCall)
+
+
+def take_completed(calls: deque[Q]) -> Q | None:
+    """Remove and return the queued call a callback on one async context completes.
+
+    ``calls`` holds that context's accepted calls in queue order.  Client and agent apply the
+    same rule, so both attach a notification to the same call (docs/protocol.md, section 5).
+    A call queued while no callback was registered (a NULL-callback delete, NOTIFY-4/5)
+    completes without a callback, so it can never be the one a callback names.  Calls on one
+    async context run one at a time (CTX-4, OQ-7), so when a callback arrives for a call
+    queued after such silent calls, those completed already: they are dropped too, never
+    left in front to capture a later completion.  A callback with only silent calls queued
+    (an implementation calling a callback nobody registered) is given the oldest of them.
+    """
+    if not calls:
+        return None
+    if not calls[0].silent:  # the usual case: the oldest call is the notified one
+        return calls.popleft()
+    for i, call in enumerate(calls):
+        if not call.silent:
+            for _ in range(i):
+                calls.popleft()
+            return calls.popleft()
+    return calls.popleft()
+
+
+def drop_silent_before(calls: deque[Q], accepted: Q) -> None:
+    """``accepted`` was just accepted: silent calls queued before it have completed (CTX-4,
+    OQ-7) and will never be named by a notification; forget them so they cannot pile up.
+    (``accepted`` may be gone already: an inline completion took it.)"""
+    if not calls or calls[0] is accepted:
+        return
+    kept: list[Q] = []
+    before = True
+    for call in calls:
+        if call is accepted:
+            before = False
+        elif before and call.silent:
+            continue
+        kept.append(call)
+    if len(kept) != len(calls):
+        calls.clear()
+        calls.extend(kept)

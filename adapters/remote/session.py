@@ -3,7 +3,8 @@
 The agent mints the handle strings ("a1", "c1", "s1": one table per kind, because an
 implementation may use equal values for different kinds), keeps each queued call's
 CallOutputs and input buffers until the implementation calls back, and then sends the
-``callback`` notification with everything written at completion.  A string it never
+``callback`` notification with everything written at completion (the call a callback
+completes is found by ``protocol.take_completed``, as the client finds it).  A string it never
 minted stands for a handle the caller made up; it reaches the implementation as a unique
 sentinel object, so invalid-handle tests see an invalid handle, not an agent error.
 """
@@ -108,10 +109,12 @@ def _get(params: Mapping[str, Any], name: str, kind: type | tuple[type, ...], de
 
 
 class _Queued:
-    __slots__ = ("input", "operation", "outputs")
+    __slots__ = ("input", "operation", "outputs", "silent")
 
-    def __init__(self, operation: str, outputs: CallOutputs | None, input: list[SecBuffer] | None) -> None:
+    def __init__(self, operation: str, outputs: CallOutputs | None, input: list[SecBuffer] | None,
+                 silent: bool) -> None:
         self.operation, self.outputs, self.input = operation, outputs, input
+        self.silent = silent  # queued with no callback registered: the implementation has none to call
 
 
 class Session:
@@ -125,6 +128,9 @@ class Session:
         self.secctxs = HandleTable("s")
         self._foreign: dict[str, ForeignHandle] = {}
         self._queued: dict[Any, deque[_Queued]] = {}
+        # Async contexts whose last accepted registration named a callback (NOTIFY-7: it
+        # survives reinit); a call queued on any other context completes silently.
+        self._notified: set[Any] = set()
         self._lock = threading.Lock()
         self.closed = False
         self.methods: dict[str, Callable[[Mapping[str, Any]], Any]] = {
@@ -193,7 +199,7 @@ class Session:
             return
         with self._lock:
             dq = self._queued.get(self._key(inner_ctx))
-            queued = dq.popleft() if dq else None
+            queued = p.take_completed(dq) if dq else None
         params: dict[str, Any] = {
             "ctx": self.ctxs.wire(inner_ctx),
             "callback_data": data.value if isinstance(data, _Box) else None,
@@ -210,8 +216,8 @@ class Session:
 
     def _queue(self, method: str, inner_ctx: Any, outputs: CallOutputs | None, input: list[SecBuffer] | None,
                call: Callable[[], int]) -> dict[str, Any]:
-        queued = _Queued(method, outputs, input)
         key = self._key(inner_ctx)
+        queued = _Queued(method, outputs, input, key not in self._notified)
         with self._lock:
             self._queued.setdefault(key, deque()).append(queued)
         try:
@@ -220,11 +226,15 @@ class Session:
             self._drop(key, queued)
             raise
         result: dict[str, Any] = {"status": status & codec.U32}
-        with self._lock:
-            still_queued = any(q is queued for q in self._queued.get(key, ()))
         if status != 0:
             self._drop(key, queued)
-        elif still_queued and outputs is not None and outputs.written:
+            return result
+        with self._lock:
+            dq = self._queued.get(key)
+            still_queued = dq is not None and any(q is queued for q in dq)
+            if dq:
+                p.drop_silent_before(dq, queued)
+        if still_queued and outputs is not None and outputs.written:
             result["outputs"] = codec.encode_outputs(outputs, self._handle_of)  # written before completion
         return result
 
@@ -242,7 +252,12 @@ class Session:
         return {"ctx": self.ctxs.wire(self.adapter.create_async_context())}
 
     def free_async_context(self, params: Mapping[str, Any]) -> Any:
-        self.adapter.free_async_context(self._ctx(params))
+        ctx = self._ctx(params)
+        self.adapter.free_async_context(ctx)
+        # The registration dies with the context (an implementation may hand the same
+        # handle to a later, fresh context).  Calls still pending keep their records: a
+        # callback that comes anyway is forwarded, as in-process.
+        self._notified.discard(self._key(ctx))
         return {}
 
     def reinit_async_context(self, params: Mapping[str, Any]) -> Any:
@@ -252,7 +267,13 @@ class Session:
         has_callback = _get(params, "callback", bool)
         data = _Box(params.get("callback_data"))
         callback = self._trampoline if has_callback else None
-        status = self.adapter.set_async_notify_callback(self._ctx(params), callback, data)
+        ctx = self._ctx(params)
+        status = self.adapter.set_async_notify_callback(ctx, callback, data)
+        if status == 0:
+            if has_callback:
+                self._notified.add(self._key(ctx))
+            else:
+                self._notified.discard(self._key(ctx))
         return {"status": status & codec.U32}
 
     def async_context_requires_notify(self, params: Mapping[str, Any]) -> Any:
