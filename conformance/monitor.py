@@ -116,10 +116,10 @@ _ARG_NAMES: dict[str, tuple[str, ...]] = {
 # runs), a generation of _FREED_GENERATION at a time (see ContractMonitor._remember_freed).
 _FREED_MEMORY = 1024
 _FREED_GENERATION = 64
-# With a trace limit, events beyond it are dropped this many at a time (see ContractMonitor._trim),
-# and the hot path of create checks the length every _TRIM_CHECK contexts.
+# With a trace limit, events beyond it are dropped this many at a time (see ContractMonitor._trim).
+# The hot paths check the length on queue calls (which compute the next event number anyway) and
+# every _FREED_GENERATION frees.
 _TRIM_CHUNK = 512
-_TRIM_CHECK = 32
 
 
 def _column(event: Event) -> dict[State, Rule]:
@@ -246,9 +246,10 @@ class _Shadow:
     # hot path.  The hot paths rely on what that implies instead of testing it again: no earlier
     # call owed (older is empty), not being freed, the flags above all False; IDLE: no call yet;
     # PENDING_NOTIFY: the call accepted, its callback owed (notified, none yet, not cancelled);
-    # COMPLETED: that call's one callback arrived, final is the status it read.  Anything else
-    # that looks at or changes the shadow first calls leave_usual (for good), and the context
-    # takes the general paths from then on.
+    # COMPLETED: that call's one callback arrived, final is the status it read; no other state
+    # while in _live (the hot path of free takes it out as it frees it).  Anything else that looks
+    # at or changes the shadow first calls leave_usual (for good), and the context takes the
+    # general paths from then on.
     usual: bool
 
     def callback_count(self) -> int:
@@ -496,7 +497,6 @@ class ContractMonitor(Adapter):
         # trace holds _cap events, that is once event number _trim_at is recorded.
         self._cap = trace_limit + _TRIM_CHUNK if trace_limit else sys.maxsize
         self._trim_at = self._first + self._cap
-        self._check_at = _TRIM_CHECK  # (see create_async_context)
         self._live: dict[Handle, _Shadow] = {}
         # Freed contexts, remembered for double frees and other use after free: the latest ones in
         # _freed, earlier generations in _freed_old (newest last; the oldest is forgotten as a
@@ -742,11 +742,7 @@ class ContractMonitor(Adapter):
                 sh.reg = sh.in_callback = None
                 sh.state = _IDLE
                 sh.usual = True  # (the fields in _LAZY are left unset: see _Shadow.leave_usual)
-                self._raw.append(number)  # (see _COMPLETE_BASE)
-                if number >= self._check_at:  # (every _TRIM_CHECK contexts)
-                    self._check_at = number + _TRIM_CHECK
-                    if len(self._raw) > self._cap:
-                        self._trim()
+                self._raw.append(number)  # (see _COMPLETE_BASE; the length is checked on frees)
                 return handle
         return self._create_slow(handle)
 
@@ -810,9 +806,12 @@ class ContractMonitor(Adapter):
             self._new_freed_generation()
 
     def _new_freed_generation(self) -> None:
-        """_freed is full: it becomes the newest old generation (the oldest is forgotten)."""
+        """_freed is full: it becomes the newest old generation (the oldest is forgotten).  (Also
+        where the trace length is checked for the hot paths that do not: see _TRIM_CHUNK.)"""
         self._freed_old.append(self._freed)
         self._freed = {}
+        if len(self._raw) > self._cap:
+            self._trim()
 
     def free_async_context(self, ctx: Handle | None) -> None:
         if not self._concurrent:
@@ -820,7 +819,8 @@ class ContractMonitor(Adapter):
                 sh = self._live[ctx]
             except (KeyError, TypeError):  # (not a live context: see _MonitoredControl.complete)
                 return self._free_general(ctx)
-            if sh.usual and ((state := sh.state) is _DONE or state is _IDLE) and sh.in_callback is None:
+            # (a usual live context is idle, pending or completed: see _Shadow.usual)
+            if sh.usual and sh.state is not _PN and sh.in_callback is None:
                 # The usual case: nothing outstanding (see _Shadow.usual), the free is legal (no
                 # lock: nothing can race).
                 sh.state = _FREED  # (and the registration ends with the context: see leave_usual)
@@ -987,7 +987,8 @@ class ContractMonitor(Adapter):
                 sh = self._live[ctx]
             except (KeyError, TypeError):  # (not a live context: see _MonitoredControl.complete)
                 sh = None
-            if sh is not None and ((state := sh.state) is _IDLE or state is _DONE) and sh.usual:
+            # (a usual live context is idle, pending or completed: see _Shadow.usual)
+            if sh is not None and sh.usual and (state := sh.state) is not _PN:
                 # The usual case: a registration the table accepts (no lock: nothing can race).
                 sh.user = callback
                 result = self.inner.set_async_notify_callback(ctx, sh.fire, data)
