@@ -144,7 +144,7 @@ _get_ident = threading.get_ident
 #
 # * int: a bare event on async context n, untimed and on the monitor's thread: n when create
 #   returned it, -n when SspiFreeAsyncContext was called on it, _COMPLETE_BASE + n when
-#   control.complete was called for it (n itself or one addition: every int made is an
+#   control.complete was called for it (n itself or one operation on it: every int made is an
 #   allocation, which costs as much as several bytecodes);
 # * list: a queue call, as its call record (see _Call), which holds the context, the arguments
 #   and, once the call returned, its status; the same record appended again is the event of
@@ -253,7 +253,8 @@ class _Shadow:
     usual: bool
 
     def callback_count(self) -> int:
-        if self.usual:  # (see leave_usual)
+        """How many callbacks arrived for the context (a usual one keeps no count: see leave_usual)."""
+        if self.usual:
             call = getattr(self, "call", None)
             return 1 if call is not None and call[_CALLBACKS] else 0
         return self.callbacks
@@ -439,11 +440,11 @@ class _MonitoredControl(CompletionControl):
 
     def _complete_general(self, ctx: Handle, sh: _Shadow | None) -> bool:
         monitor = self._monitor
-        if sh is None:
-            sh = monitor._lookup(ctx)
-        event = _COMPLETE_BASE + sh.number if sh is not None else (_K_COMPLETE, _ref(ctx), None, None, None, None)
-        with monitor._lock:  # (in concurrent mode every event is appended under the lock)
-            monitor._raw.append(event)
+        with monitor._lock:  # (in concurrent mode every update is made under the lock)
+            if sh is None:
+                sh = monitor._lookup(ctx)
+            monitor._raw.append(_COMPLETE_BASE + sh.number if sh is not None else
+                                (_K_COMPLETE, _ref(ctx), None, None, None, None))
         try:
             done = self._inner.complete(ctx)
         except Exception:
@@ -458,9 +459,9 @@ class _MonitoredControl(CompletionControl):
         monitor = self._monitor
         inner = self._inner
         waiting = inner.pending()
-        shadows = [(h, monitor._lookup(h)) for h in waiting]
-        calls = {h: sh.call for h, sh in shadows if sh is not None}
         with monitor._lock:
+            shadows = [(h, monitor._lookup(h)) for h in waiting]
+            calls = {h: sh.call for h, sh in shadows if sh is not None}
             monitor._event("complete", "complete_all", None, None, None)
         try:
             count = inner.complete_all()
@@ -724,9 +725,9 @@ class ContractMonitor(Adapter):
 
     # ---- async context management ---------------------------------------------------------------
     # Hot paths (create, register, queue, complete, status read, free) handle the usual case first,
-    # without the lock when no worker thread can race: one shadow lookup, one precomputed table
-    # column or state test, one flat tuple appended to the trace.  Calls are not timed there (the
-    # trace gives them the time of the observation before them); callbacks and status reads are.
+    # without the lock when no worker thread can race: one shadow lookup, the state test (see
+    # _Shadow.usual), one item appended to the trace.  Calls are not timed there (the trace gives
+    # them the time of the event before them); callbacks are.
     def create_async_context(self) -> Handle | None:
         handle = self.inner.create_async_context()
         if not self._concurrent and handle is not None:
@@ -1196,16 +1197,24 @@ class ContractMonitor(Adapter):
     # ---- callbacks ----------------------------------------------------------------------------------
     def _fire_general(self, sh: _Shadow, actx: Any, data: Any, tid: int) -> None:
         """A callback outside the usual case of :meth:`_Shadow.fire`, or on another thread."""
-        sh.leave_usual()
         if tid != self._home_thread:
             # A callback on another thread: from now on every update takes the lock.
             self._concurrent = True
             self._fast_queue = False
-        state = sh.state
-        # (no status read on a dead context, nor on one being freed: it may be gone)
-        status = self.inner.get_async_call_status(sh.handle) if (
-            state is not _FREED and state is not _ZOMBIE and sh.freeing is None) else None
         conc = self._concurrent
+        if conc:
+            self._lock.acquire()
+        try:
+            sh.leave_usual()
+            state = sh.state
+            freeing = sh.freeing
+        finally:
+            if conc:
+                self._lock.release()
+        # (no status read on a dead context, nor on one being freed: it may be gone; and not under
+        # the lock: the implementation may call back into the monitor)
+        status = self.inner.get_async_call_status(sh.handle) if (
+            state is not _FREED and state is not _ZOMBIE and freeing is None) else None
         if conc:
             self._lock.acquire()
         try:

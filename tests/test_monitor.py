@@ -15,6 +15,7 @@ from section_a_workload import DELIBERATE_MISUSE, Data, implementation_ids, run_
 
 from adapters import status as st
 from adapters.api import CallOutputs, Handle, Unsupported
+from adapters.async_state import TABLE, Event, Rule, State
 from adapters.constants import SECPKG_CRED_OUTBOUND
 from adapters.simulator import create as create_simulator
 from adapters.simulator.adapter import AsyncContext, SimulatorAdapter
@@ -590,3 +591,21 @@ def test_freed_contexts_are_remembered_for_a_thousand_frees() -> None:
     assert len(messages) == 2
     assert "double free" in messages[0] and "actx1" in messages[0]
     assert "not an async context" in messages[1]
+
+
+def test_hot_paths_follow_the_table() -> None:
+    """The hot paths take a few rules of adapters/async_state.TABLE for granted (the differential
+    test above shows they judge alike today); this pins those rules, so that a change to the
+    table cannot leave them behind."""
+    idle, pending, completed, freed = State.IDLE, State.PENDING_NOTIFY, State.COMPLETED, State.FREED
+
+    def plain(rule: Rule, next_state: State) -> bool:
+        return rule.accept and rule.next is next_state and rule.requirement is None
+
+    assert plain(TABLE[idle, Event.SET_CALLBACK], idle) and plain(TABLE[completed, Event.SET_CALLBACK], completed)
+    assert plain(TABLE[idle, Event.QUEUE], pending)
+    assert plain(TABLE[pending, Event.COMPLETE], completed)
+    assert plain(TABLE[completed, Event.READ], completed)
+    assert plain(TABLE[idle, Event.FREE], freed) and plain(TABLE[completed, Event.FREE], freed)
+    assert not TABLE[pending, Event.SET_CALLBACK].accept  # (the hot path of register skips pending)
+    assert TABLE[pending, Event.FREE].requirement == "FREE-3"  # (the hot path of free skips pending)
