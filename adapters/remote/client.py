@@ -85,6 +85,9 @@ class RemoteAdapter(Adapter):
         self._closed = False
         self._final: list[Violation] = []
         self._caller_violations: list[Violation] = []
+        # While a callback runs: the status the agent read inside the implementation's
+        # callback, per thread running one (see _invoke).
+        self._seen: dict[int, tuple[str, int]] = {}
         self.agent_info: dict[str, Any] = {}
         self.last_callback: CallbackInfo | None = None
         connection.sink = self
@@ -119,6 +122,8 @@ class RemoteAdapter(Adapter):
     def _call(self, method: str, params: dict[str, Any]) -> Any:
         if self._closed:
             raise AdapterError(f"{method} on a closed remote adapter")
+        if self._seen:  # a callback that calls in sees the agent's state from now on
+            self._seen.pop(threading.get_ident(), None)
         return self._conn.request(method, params, self._timeout)
 
     def _field(self, res: Any, key: str, method: str) -> Any:
@@ -219,6 +224,11 @@ class RemoteAdapter(Adapter):
                 codec.update_buffers(queued.input, codec.decode_buffers(params["input"]))
         except codec.WireError as exc:
             conn.violate("PROTO-11", f"callback outputs for {ctx}: {exc}", queued.operation)
+        seen = params.get("status")
+        if seen is not None and (type(seen) is not int or not 0 <= seen <= codec.U32):
+            conn.violate("PROTO-11", f"callback for {ctx}: status {seen!r} is not an unsigned 32-bit int",
+                         queued.operation)
+            seen = None
         thread, when = params.get("thread"), params.get("time_ns")
         self.last_callback = CallbackInfo(
             ctx, queued.operation, thread if type(thread) is int else None, when if type(when) is int else None
@@ -232,9 +242,17 @@ class RemoteAdapter(Adapter):
         if callback is None:
             conn.violate("PROTO-6", f"callback for {ctx} names a registration without a callback (NOTIFY-3)")
             return None
-        return lambda: self._invoke(callback, ctx, data)
+        return lambda: self._invoke(callback, ctx, data, seen)
 
-    def _invoke(self, callback: Callback, ctx: str, data: Any) -> None:
+    def _invoke(self, callback: Callback, ctx: str, data: Any, seen: int | None) -> None:
+        # The agent read the status inside the implementation's callback; the caller's
+        # callback runs later, here.  Its status read, if it is its first call, gets that
+        # value: the one it would have read in-process at that moment (NOTIFY-8: a status
+        # still pending in the callback is the implementation's breach, and must not be
+        # hidden because the implementation stored the result after its callback returned).
+        me = threading.get_ident()
+        if seen is not None:
+            self._seen[me] = (ctx, seen)
         try:
             callback(ctx, data)
         except Exception as exc:  # as the simulator does: a caller bug is reported, never raised here
@@ -242,6 +260,9 @@ class RemoteAdapter(Adapter):
                 self._caller_violations.append(
                     Violation("NOTIFY-1", f"the caller's callback raised {exc!r}", "caller")
                 )
+        finally:
+            if seen is not None:
+                self._seen.pop(me, None)
 
     def _expect_queue(self, ctx: str | None, operation: str, outputs: CallOutputs | None,
                       input: list[SecBuffer] | None) -> _Queued:
@@ -338,7 +359,12 @@ class RemoteAdapter(Adapter):
         return bool(value)
 
     def get_async_call_status(self, ctx: Handle | None) -> int:
-        return self._status(self._call("get_async_call_status", {"ctx": self._h(ctx)}), "get_async_call_status")
+        h = self._h(ctx)
+        if self._seen:
+            seen = self._seen.pop(threading.get_ident(), None)
+            if seen is not None and seen[0] == h:
+                return seen[1]  # the callback's first call: the status at its start (see _invoke)
+        return self._status(self._call("get_async_call_status", {"ctx": h}), "get_async_call_status")
 
     # ---- async operations ------------------------------------------------------------------
     def acquire_credentials_handle_async(

@@ -131,6 +131,7 @@ class Session:
         # Async contexts whose last accepted registration named a callback (NOTIFY-7: it
         # survives reinit); a call queued on any other context completes silently.
         self._notified: set[Any] = set()
+        self._freed: set[Any] = set()  # async contexts the caller freed (or is freeing)
         self._lock = threading.Lock()
         self.closed = False
         self.methods: dict[str, Callable[[Mapping[str, Any]], Any]] = {
@@ -212,6 +213,15 @@ class Session:
                 params["outputs"] = codec.encode_outputs(queued.outputs, self._handle_of)
             if queued.input is not None:
                 params["input"] = codec.encode_buffers(queued.input)
+        key = self._key(inner_ctx)
+        if key not in self._freed:
+            # The status as the callback sees it, read now, while the implementation waits
+            # in its callback (NOTIFY-8: a caller reads it there; a status still pending is
+            # a breach the client must be able to see).  Not on a freed context: it may be gone.
+            try:
+                params["status"] = self.adapter.get_async_call_status(inner_ctx) & codec.U32
+            except Exception:  # the notification still goes out, without the status
+                pass
         self._send({"jsonrpc": p.JSONRPC, "method": "callback", "params": params})
 
     def _queue(self, method: str, inner_ctx: Any, outputs: CallOutputs | None, input: list[SecBuffer] | None,
@@ -249,15 +259,21 @@ class Session:
 
     # ---- async context management ----------------------------------------------------------
     def create_async_context(self, params: Mapping[str, Any]) -> Any:
-        return {"ctx": self.ctxs.wire(self.adapter.create_async_context())}
+        ctx = self.adapter.create_async_context()
+        if ctx is not None:
+            self._freed.discard(self._key(ctx))  # a handle the implementation recycled
+        return {"ctx": self.ctxs.wire(ctx)}
 
     def free_async_context(self, params: Mapping[str, Any]) -> Any:
         ctx = self._ctx(params)
+        key = self._key(ctx)
+        if ctx is not None:
+            self._freed.add(key)  # before the call: a callback it runs reads nothing either
         self.adapter.free_async_context(ctx)
         # The registration dies with the context (an implementation may hand the same
         # handle to a later, fresh context).  Calls still pending keep their records: a
         # callback that comes anyway is forwarded, as in-process.
-        self._notified.discard(self._key(ctx))
+        self._notified.discard(key)
         return {}
 
     def reinit_async_context(self, params: Mapping[str, Any]) -> Any:
