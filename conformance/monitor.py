@@ -155,8 +155,9 @@ _get_ident = threading.get_ident
 # * 3-tuple ``(_K_STATUS, number, status)``: a status read of the final status, untimed;
 # * 5-tuple ``(_K_STATUS, number, status, time, thread)``: another status read (thread None:
 #   the monitor's thread);
-# * 6-tuple ``(key, ctx, args, status, time, thread)``: anything else (rare paths), key a
-#   ``(kind, op, detail)`` tuple.
+# * 6-tuple ``(key, ctx, args, status, time, thread)``: anything else, key a ``(kind, op, detail)``
+#   tuple; time and thread None (untimed, the monitor's thread) for the "return" events of the hot
+#   paths of reinit and of queue calls completed inline.
 #
 # Contexts are named by number (see _ref), so items hold only plain values and values the caller
 # already owns.  Garbage collection: CPython runs its collector once 700 more containers (tuples,
@@ -173,6 +174,8 @@ _K_COMPLETE = ("complete", "complete", "")
 _K_STATUS = ("status", "get_async_call_status", "")
 _K_FREE = ("call", "free_async_context", "")
 _K_CALL = {op: ("call", op, "") for op in (_ACH, _ISC, _ASC, _DEL, _FCH)}
+_K_RETURN = {op: ("return", op, "") for op in (_ACH, _ISC, _ASC, _DEL, _FCH)}
+_K_RETURN_REINIT = ("return", "reinit_async_context", "")
 _K_CALLBACK = {op: ("callback", op, "") for op in ("", _ACH, _ISC, _ASC, _DEL, _FCH)}
 # The callback and data in a registration record.
 _REG_CALLBACK: Final = 2
@@ -201,7 +204,7 @@ _ARGS = 17  # the call's arguments, which the trace shows
 # The fields of _Shadow that the hot path of create leaves unset: no hot path reads them before
 # setting them, and _Shadow.leave_usual gives them their values before any general path looks.
 _LAZY = ("call", "callbacks", "final", "freed_in_callback", "freeing", "idle_ok", "last_cb_final",
-         "last_queue_failed", "notify_ok", "older", "reinit_since_reg", "tentative", "user")
+         "last_queue_failed", "notify_ok", "older", "reinit_since_reg", "user")
 
 
 class _Shadow:
@@ -244,20 +247,34 @@ class _Shadow:
     freed_in_callback: bool
     # Only the usual case has happened to this context so far: every event on it went through a
     # hot path.  The hot paths rely on what that implies instead of testing it again: no earlier
-    # call owed (older is empty), not being freed, the flags above all False; IDLE: no call yet;
-    # PENDING_NOTIFY: the call accepted, its callback owed (notified, none yet, not cancelled);
-    # COMPLETED: that call's one callback arrived, final is the status it read; no other state
-    # while in _live (the hot path of free takes it out as it frees it).  Anything else that looks
-    # at or changes the shadow first calls leave_usual (for good), and the context takes the
-    # general paths from then on.
+    # call owed (older is empty), not being freed, the flags above all False but reinit_since_reg
+    # (kept up to date by the hot paths of register and reinit); every callback so far was the one
+    # owed to its call and read a final status; IDLE: no current call (none yet, or the last one
+    # completed and the context was reinitialised), unless a queue call is in progress
+    # (tentative, the hot path's record: notified, not chained); PENDING_NOTIFY: the call
+    # accepted, its callback owed (notified, none yet, not cancelled); COMPLETED: that call's one
+    # callback arrived, final is the status it read (inline completion: the callback arrived
+    # while the queue call was still in progress, so the call is still tentative, not yet
+    # ``call``); no other state while in _live (the hot path of free takes it out as it frees it).
+    # ``callbacks`` counts only the callbacks of calls before the current one (see
+    # callback_count).  Anything else that looks at or changes the shadow first calls leave_usual
+    # (for good), and the context takes the general paths from then on.
     usual: bool
 
     def callback_count(self) -> int:
-        """How many callbacks arrived for the context (a usual one keeps no count: see leave_usual)."""
+        """How many callbacks arrived for the context (a usual one counts only those of earlier
+        calls: see leave_usual)."""
         if self.usual:
-            call = getattr(self, "call", None)
-            return 1 if call is not None and call[_CALLBACKS] else 0
+            return self._usual_callbacks()
         return self.callbacks
+
+    def _usual_callbacks(self) -> int:
+        """callback_count of a usual context: the callbacks of calls before the current one (none
+        until the hot path of reinit counts one), and the current call's one callback if it came."""
+        call = getattr(self, "call", None)
+        if call is None:
+            call = self.tentative  # (completed inline, its queue call still in progress)
+        return getattr(self, "callbacks", 0) + (1 if call is not None and call[_CALLBACKS] else 0)
 
     def leave_usual(self) -> None:
         """Called by the general paths before they look at the shadow (see ``usual``): the fields
@@ -266,20 +283,21 @@ class _Shadow:
         if self.usual:
             self.usual = False
             # (set by the hot paths when they need them)
+            # (a usual context counts the callbacks of its current call apart: see usual)
+            callbacks = self._usual_callbacks()
+            self.callbacks = callbacks
             self.user = getattr(self, "user", None)
-            self.call = call = getattr(self, "call", None)
-            self.tentative = getattr(self, "tentative", None)
+            self.call = getattr(self, "call", None)
             self.final = getattr(self, "final", None)
+            self.reinit_since_reg = getattr(self, "reinit_since_reg", False)
             if self.state is _FREED:
                 self.reg = None  # (the hot path of free leaves it)
             # (never set by a hot path)
             self.older = ()
             self.freeing = None
-            self.reinit_since_reg = self.notify_ok = self.idle_ok = self.last_queue_failed = False
+            self.notify_ok = self.idle_ok = self.last_queue_failed = False
             self.freed_in_callback = False
-            # A usual context has had one call at most, and the hot path took its callback, if
-            # one came, and only with a final status.
-            self.callbacks = callbacks = 1 if call is not None and call[_CALLBACKS] else 0
+            # Every callback a usual context had was the hot path's, with a final status.
             self.last_cb_final = callbacks > 0
 
     @property
@@ -291,11 +309,16 @@ class _Shadow:
         """The callback the implementation runs for this context: checks, then forwards."""
         mon = self.mon
         tid = _get_ident()
-        if tid == mon._home_thread and self.state is _PN and self.usual and not mon._concurrent:
-            # The usual case in deferred and inline modes: the callback owed for the pending call
-            # (see usual), on the caller's thread (nothing can race: no lock).
+        if tid == mon._home_thread and (
+            (state := self.state) is _PN
+            or (state is _IDLE and (tentative := self.tentative) is not None and not tentative[_CALLBACKS])
+        ) and self.usual and not mon._concurrent:
+            # The usual case in deferred and inline modes: the callback owed for the pending call,
+            # or (inline completion) for the call being queued, the hot path's record (see usual),
+            # on the caller's thread (nothing can race: no lock).
             status = mon.inner.get_async_call_status(self.handle)
-            call: _Call = self.call  # type: ignore[assignment]  # (usual and pending: not None)
+            # (usual and pending: call is not None; see usual for the tentative call)
+            call: _Call = self.call if state is _PN else tentative  # type: ignore[assignment]
             if (
                 actx is self.handle and data is call[_DATA] and status in _ALLOWED[op := call[_OP]]
                 and ((outputs := call[_OUTPUTS]) is None or (outputs.written and (
@@ -406,6 +429,7 @@ class _MonitoredControl(CompletionControl):
             monitor._concurrent = True  # never reset: workers may still be completing
         monitor._inline = mode == "inline"
         monitor._fast_queue = not monitor._concurrent and not monitor._inline
+        monitor._fast_inline = not monitor._concurrent and monitor._inline
         monitor._deferred_mode = mode == "deferred"
         before = self._inner.pending()
         self._inner.set_mode(mode)
@@ -519,8 +543,11 @@ class ContractMonitor(Adapter):
         # Inline mode: an accepted call has completed when the queue call returns.  Tracked
         # through our control wrapper; change modes through ``monitor.control``.
         self._inline = inner_control is not None and inner_control.mode == "inline"
-        # Neither: the usual case of a queue call is handled without the lock (see _queue).
+        # Not concurrent: the usual case of a queue call is handled without the lock (see _queue),
+        # judged as deferred (_fast_queue: the call is pending when it returns) or as inline
+        # (_fast_inline: it completed, its callback came, before it returned).
         self._fast_queue = not self._concurrent and not self._inline
+        self._fast_inline = not self._concurrent and self._inline
         # Deferred mode: nothing completes unless ``monitor.control`` completes it, so a final
         # status before that is a status published too early (CTX-7).
         self._deferred_mode = inner_control is not None and inner_control.mode == "deferred"
@@ -617,11 +644,17 @@ class ContractMonitor(Adapter):
 
     def name(self, handle: Handle, label: str) -> None:
         """Use ``label`` for ``handle`` in the trace and in messages."""
-        with self._lock:
+        conc = self._concurrent
+        if conc:
+            self._lock.acquire()
+        try:
             sh = self._peek(handle)
             if sh is not None:
                 self._custom[sh.number] = label
             self._labels[handle] = label
+        finally:
+            if conc:
+                self._lock.release()
 
     def callback_count(self, ctx: Handle) -> int:
         """How many callbacks arrived for ``ctx`` (live or recently freed)."""
@@ -631,6 +664,10 @@ class ContractMonitor(Adapter):
 
     def finish(self, settle_s: float = 0.2) -> None:
         """End-of-run checks: wait up to ``settle_s`` for owed callbacks, then flag lost ones."""
+        if not self._live:
+            # Every context was freed: no callback can be owed (only live contexts' can).
+            self._drain_inner()
+            return
         deadline = time.monotonic() + settle_s
         while time.monotonic() < deadline and self._owed_calls():
             time.sleep(0.002)
@@ -740,7 +777,7 @@ class ContractMonitor(Adapter):
                 sh.handle = handle
                 sh.number = number
                 sh.mon = self
-                sh.reg = sh.in_callback = None
+                sh.reg = sh.in_callback = sh.tentative = None
                 sh.state = _IDLE
                 sh.usual = True  # (the fields in _LAZY are left unset: see _Shadow.leave_usual)
                 self._raw.append(number)  # (see _COMPLETE_BASE; the length is checked on frees)
@@ -924,13 +961,49 @@ class ContractMonitor(Adapter):
                 self._remember_freed(sh)
 
     def reinit_async_context(self, ctx: Handle | None) -> int:
+        if not self._concurrent:
+            try:
+                sh = self._live[ctx]
+            except (KeyError, TypeError):  # (not a live context: see _MonitoredControl.complete)
+                sh = None
+            # (a usual live context is idle, pending or completed: see _Shadow.usual)
+            if sh is not None and sh.usual and (state := sh.state) is not _PN and sh.tentative is None:
+                # The usual case: idle or completed, no queue call in progress, nothing owed; the
+                # table accepts the reinit (no lock: nothing can race).
+                result = self.inner.reinit_async_context(ctx)
+                if (result & 0xC0000000) in (0x00000000, 0x40000000) and sh.usual:  # (st.nt_success)
+                    # What _reset does to a usual context (its call, if any, is not owed).
+                    # (a usual context stays in the state it had while it is usual: see fire)
+                    raw = self._raw
+                    seq = self._first + len(raw)
+                    raw.append((_K_RETURN_REINIT, sh.number, None, result, None, None))
+                    if seq >= self._trim_at:
+                        self._trim()
+                    if state is _DONE:
+                        # The completed call's one callback now counts among earlier calls' (see
+                        # _Shadow.usual).
+                        sh.callbacks = getattr(sh, "callbacks", 0) + 1
+                        sh.call = None
+                        sh.final = None
+                        sh.state = _IDLE
+                    if sh.reg is not None:
+                        sh.reinit_since_reg = True
+                    return result
+                return self._judge_reinit(ctx, sh, _ON_REINIT[state], False, result)
         with self._lock:
             sh = self._lookup(ctx)
             if sh is not None:
                 rule = _ON_REINIT[sh.state]
                 unsettled = _owed(sh.call)
         result = self.inner.reinit_async_context(ctx)
+        return self._judge_reinit(ctx, sh, rule if sh is not None else None, unsettled if sh is not None else False,
+                                  result)
+
+    def _judge_reinit(self, ctx: Any, sh: _Shadow | None, rule: Rule | None, unsettled: bool, result: int) -> int:
+        """Everything after the reinit call returned, except the usual case handled inline."""
         with self._lock:
+            if sh is not None:
+                sh.leave_usual()
             seq = self._event("return", "reinit_async_context", sh if sh is not None else ctx, None, result)
             ok = st.nt_success(result)
             if sh is None:
@@ -940,6 +1013,7 @@ class ContractMonitor(Adapter):
                     self._flag("REINIT-4", "reinit of an invalid async context reported success", _IMPL,
                                "reinit_async_context", seq)
                 return result
+            assert rule is not None
             if rule.accept:
                 if ok:
                     self._reset(sh)
@@ -995,8 +1069,9 @@ class ContractMonitor(Adapter):
                 result = self.inner.set_async_notify_callback(ctx, sh.fire, data)
                 if result == _OK and sh.usual and not self._concurrent:
                     # The registration record is also the trace event (see _COMPLETE_BASE).
-                    # (usual: reinit_since_reg and notify_ok are False already)
+                    # (usual: notify_ok is False already; a reinit may have set reinit_since_reg)
                     sh.reg = reg = (_K_REGISTER, sh.number, callback, data)
+                    sh.reinit_since_reg = False
                     self._raw.append(reg)
                     return result
                 if result != _OK:
@@ -1200,7 +1275,7 @@ class ContractMonitor(Adapter):
         if tid != self._home_thread:
             # A callback on another thread: from now on every update takes the lock.
             self._concurrent = True
-            self._fast_queue = False
+            self._fast_queue = self._fast_inline = False
         conc = self._concurrent
         if conc:
             self._lock.acquire()
@@ -1365,7 +1440,7 @@ class ContractMonitor(Adapter):
         fargs: tuple[Any, ...],
         caller_error: tuple[str, str] | None = None,
     ) -> int:
-        if caller_error is None and self._fast_queue:
+        if caller_error is None and (self._fast_queue or self._fast_inline):
             try:
                 sh = self._live[ctx]
             except (KeyError, TypeError):  # (not a live context: see _MonitoredControl.complete)
@@ -1400,15 +1475,17 @@ class ContractMonitor(Adapter):
                     sh.state = _PN
                     new[_RESULT] = result
                     return result
+                if result == _OK and self._fast_inline and sh.usual and sh.state is _DONE and sh.tentative is new:
+                    return self._completed_inline(sh, new, op, result)
                 return self._judge_queue(op, ctx, sh, new, _E_QUEUE, _Q_NOTIFY[_IDLE], result, outputs, None)
         lock = self._lock
         conc = self._concurrent
         if conc:
             lock.acquire()
         try:
-            sh = self._live.get(ctx) if ctx is not None else None
-            if sh is None:
-                sh = self._lookup(ctx)
+            # (out of the usual case before the call: the hot path of fire takes a usual
+            # context's tentative call to be the hot path's)
+            sh = self._lookup(ctx)
             # The call event goes first (so that it precedes any callback the call triggers); its
             # status is filled in when the call returns, or a "return" event follows.  Without a
             # shadow the record is only the trace event.
@@ -1444,6 +1521,21 @@ class ContractMonitor(Adapter):
                 self._untentative(sh)
             raise
         return self._judge_queue(op, ctx, sh, call, event, rule, result, outputs, caller_error)
+
+    def _completed_inline(self, sh: _Shadow, call: _Call, op: str, result: int) -> int:
+        """The usual case of a queue call in inline mode: accepted, and its callback already taken
+        by the hot path of :meth:`_Shadow.fire` (the context is COMPLETED, the call still
+        tentative).  What _judge_queue, _accepted and _completed do in that case: a "return" event
+        after the callback's, the call becomes the context's, completed under control."""
+        raw = self._raw
+        seq = self._first + len(raw)
+        raw.append((_K_RETURN[op], sh.number, None, result, None, None))  # (untimed, see _COMPLETE_BASE)
+        if seq >= self._trim_at:
+            self._trim()
+        sh.tentative = None
+        sh.call = call
+        call[_CONTROLLED] = True
+        return result
 
     def _untentative(self, sh: _Shadow) -> None:
         """The queue call raised: it queued nothing."""
@@ -1588,7 +1680,7 @@ class ContractMonitor(Adapter):
         auth_data: Mapping[str, Any] | None,
         outputs: CallOutputs,
     ) -> int:
-        if self._fast_queue:
+        if self._fast_queue or self._fast_inline:
             try:
                 sh = self._live[ctx]
             except (KeyError, TypeError):  # (not a live context: see _MonitoredControl.complete)
@@ -1616,6 +1708,8 @@ class ContractMonitor(Adapter):
                     sh.state = _PN
                     call[_RESULT] = result
                     return result
+                if result == _OK and self._fast_inline and sh.usual and sh.state is _DONE and sh.tentative is call:
+                    return self._completed_inline(sh, call, _ACH, result)
                 return self._judge_queue(_ACH, ctx, sh, call, _E_QUEUE, _Q_NOTIFY[_IDLE], result, outputs, None)
         return self._queue(
             _ACH, ctx, False, outputs, (principal, package, credential_use, auth_data),
@@ -1668,7 +1762,7 @@ class ContractMonitor(Adapter):
         return self._queue(_DEL, ctx, True, None, (context,), self.inner.delete_security_context_async, (ctx, context))
 
     def free_credentials_handle_async(self, ctx: Handle | None, credential: Handle | None) -> int:
-        if self._fast_queue:
+        if self._fast_queue or self._fast_inline:
             try:
                 sh = self._live[ctx]
             except (KeyError, TypeError):  # (not a live context: see _MonitoredControl.complete)
@@ -1694,6 +1788,8 @@ class ContractMonitor(Adapter):
                     sh.state = _PN
                     call[_RESULT] = result
                     return result
+                if result == _OK and self._fast_inline and sh.usual and sh.state is _DONE and sh.tentative is call:
+                    return self._completed_inline(sh, call, _FCH, result)
                 return self._judge_queue(_FCH, ctx, sh, call, _E_QUEUE, _Q_NOTIFY[_IDLE], result, None, None)
         return self._queue(_FCH, ctx, False, None, (credential,), self.inner.free_credentials_handle_async,
                            (ctx, credential))
