@@ -250,8 +250,9 @@ class _Shadow:
     # call owed (older is empty), not being freed, the flags above all False but reinit_since_reg
     # (kept up to date by the hot paths of register and reinit); every callback so far was the one
     # owed to its call and read a final status; IDLE: no current call (none yet, or the last one
-    # completed and the context was reinitialised), unless a queue call is in progress
-    # (tentative, the hot path's record: notified, not chained); PENDING_NOTIFY: the call
+    # completed and the context was reinitialised, not from inside its callback: so a call queued
+    # now is not chained), unless a queue call is in progress (tentative, the hot path's record:
+    # notified, not chained); PENDING_NOTIFY: the call
     # accepted, its callback owed (notified, none yet, not cancelled); COMPLETED: that call's one
     # callback arrived, final is the status it read (inline completion: the callback arrived
     # while the queue call was still in progress, so the call is still tentative, not yet
@@ -967,9 +968,11 @@ class ContractMonitor(Adapter):
             except (KeyError, TypeError):  # (not a live context: see _MonitoredControl.complete)
                 sh = None
             # (a usual live context is idle, pending or completed: see _Shadow.usual)
-            if sh is not None and sh.usual and (state := sh.state) is not _PN and sh.tentative is None:
-                # The usual case: idle or completed, no queue call in progress, nothing owed; the
-                # table accepts the reinit (no lock: nothing can race).
+            if (sh is not None and sh.usual and (state := sh.state) is not _PN and sh.tentative is None
+                    and sh.in_callback is None):
+                # The usual case: idle or completed, no queue call in progress, nothing owed, not
+                # from inside the context's callback (a call queued next would be chained: see
+                # _Shadow.usual); the table accepts the reinit (no lock: nothing can race).
                 result = self.inner.reinit_async_context(ctx)
                 if (result & 0xC0000000) in (0x00000000, 0x40000000) and sh.usual:  # (st.nt_success)
                     # What _reset does to a usual context (its call, if any, is not owed).

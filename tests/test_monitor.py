@@ -14,9 +14,9 @@ import pytest
 from section_a_workload import DELIBERATE_MISUSE, Data, implementation_ids, run_workload
 
 from adapters import status as st
-from adapters.api import CallOutputs, Handle, Unsupported
+from adapters.api import CallOutputs, Handle, SecBuffer, Unsupported
 from adapters.async_state import TABLE, Event, Rule, State
-from adapters.constants import SECPKG_CRED_OUTBOUND
+from adapters.constants import ISC_REQ, SECBUFFER_TOKEN, SECPKG_CRED_OUTBOUND
 from adapters.simulator import create as create_simulator
 from adapters.simulator.adapter import AsyncContext, SimulatorAdapter
 from adapters.simulator.mutants import MUTANTS
@@ -609,3 +609,250 @@ def test_hot_paths_follow_the_table() -> None:
     assert plain(TABLE[idle, Event.FREE], freed) and plain(TABLE[completed, Event.FREE], freed)
     assert not TABLE[pending, Event.SET_CALLBACK].accept  # (the hot path of register skips pending)
     assert TABLE[pending, Event.FREE].requirement == "FREE-3"  # (the hot path of free skips pending)
+
+
+# ---- the scenario runner's pattern on the hot paths: inline callbacks, reinit, reuse ------------------
+
+# What the callback of _runner_pattern does besides reading the status (as the runner's does),
+# each one sending the context down another path.
+_IN_CALLBACK = ("plain", "read", "count", "reinit", "register", "free", "requires", "queue")
+
+
+def _runner_pattern(monitor: ContractMonitor, in_callback: str) -> list[Any]:
+    """The scenario runner's usual run (create, name, register, queue, callback, reinit, reuse,
+    free), with several calls on one context and reinits of completed and idle contexts, whatever
+    the callback does (see _IN_CALLBACK).  Returns what the calls returned, in order, so that two
+    monitors can be compared; an exception from a call (a mutant may raise) is recorded too."""
+    control = monitor.control
+    assert control is not None
+    deferred = control.mode == "deferred"
+    inner = monitor.inner
+    seen: list[Any] = []
+    out = CallOutputs()
+    callbacks = 0
+
+    def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:  # what an implementation may do: recorded, then carry on
+            result = type(exc).__name__
+        seen.append(result)
+        return result
+
+    def callback(actx: Any, data: Any) -> None:
+        nonlocal callbacks
+        callbacks += 1
+        seen.append(("callback", data, call(inner.get_async_call_status, actx)))
+        if in_callback == "read":
+            call(monitor.get_async_call_status, actx)
+        elif in_callback == "count":
+            call(monitor.callback_count, actx)
+        elif in_callback == "reinit":
+            call(monitor.reinit_async_context, actx)
+        elif in_callback == "register":
+            call(monitor.set_async_notify_callback, actx, callback, f"again{callbacks}")
+        elif in_callback == "free" and callbacks == 3:
+            call(monitor.free_async_context, actx)
+        elif in_callback == "requires":
+            call(monitor.async_context_requires_notify, actx)
+        elif in_callback == "queue" and callbacks == 1:
+            call(monitor.reinit_async_context, actx)
+            call(monitor.free_credentials_handle_async, actx, out.credential)
+
+    def queued(result: Any, ctx: Any) -> None:
+        if deferred and result == st.SEC_E_OK:
+            call(control.complete, ctx)
+
+    ctx = monitor.create_async_context()
+    monitor.name(ctx, "a1")
+    call(monitor.set_async_notify_callback, ctx, callback, "a1")
+    for _ in range(2):
+        queued(call(monitor.acquire_credentials_handle_async, ctx, None, "Sim", OUT,
+                    {"user": "alice", "password": "secret"}, out), ctx)
+        call(monitor.get_async_call_status, ctx)
+        call(monitor.callback_count, ctx)
+        call(monitor.reinit_async_context, ctx)
+        call(monitor.reinit_async_context, ctx)  # (idle: also a hot path)
+        isc = CallOutputs(output=[SecBuffer(SECBUFFER_TOKEN, b"", 0)])
+        queued(call(monitor.initialize_security_context_async, ctx, out.credential, None, "server.test",
+                    ISC_REQ["ALLOCATE_MEMORY"], None, isc), ctx)
+        call(monitor.reinit_async_context, ctx)
+        if isc.new_context is not None:
+            queued(call(monitor.delete_security_context_async, ctx, isc.new_context), ctx)
+            call(monitor.reinit_async_context, ctx)
+        queued(call(monitor.free_credentials_handle_async, ctx, out.credential), ctx)
+        call(monitor.get_async_call_status, ctx)
+        call(monitor.reinit_async_context, ctx)
+        call(monitor.set_async_notify_callback, ctx, callback, "a1-next")  # (after a reinit)
+    call(monitor.callback_count, ctx)
+    call(monitor.async_context_requires_notify, ctx)
+    call(monitor.free_async_context, ctx)
+    call(monitor.callback_count, ctx)
+    monitor.finish(0.0)
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["deferred", "inline"])
+@pytest.mark.parametrize("mutant", [None, *sorted(MUTANTS)])
+def test_the_runner_pattern_is_judged_exactly_as_on_the_general_paths(mode: str, mutant: str | None) -> None:
+    """Inline callbacks, reinits of completed and idle contexts, reuse after reinit and frees after
+    reinit take hot paths; on the reference simulator and on every faulty one, whatever the callback
+    does, they give the same results, violations and trace as the general paths."""
+    for in_callback in _IN_CALLBACK:
+        runs = []
+        for cls in (ContractMonitor, _GeneralOnly):
+            sim = create_simulator({"completion": mode} | ({"mutant": mutant} if mutant else {}))
+            monitor = cls(sim)
+            try:
+                seen = _runner_pattern(monitor, in_callback)
+            finally:
+                sim.close()
+            runs.append(([_normal(repr(item)) for item in seen], *_observed(monitor)))
+        assert runs[0] == runs[1], in_callback
+
+
+class _HotOnly(ContractMonitor):
+    """Fails if a general path judges anything (the usual case must not need one)."""
+
+    def _general(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a general path ran")
+
+    _judge_queue = _fire_general = _on_callback = _judge_reinit = _judge_registration = _general
+    _free_general = _status_slow = _create_slow = _completed_by_control = _general
+
+
+@pytest.mark.parametrize("mode", ["deferred", "inline"])
+def test_the_runner_pattern_takes_only_hot_paths(mode: str) -> None:
+    """On a correct implementation the scenario runner's run never needs a general path (so the
+    test above compares the hot paths with the general ones, not the general paths with
+    themselves), and the context stays usual until freed."""
+    monitor = _HotOnly(SimulatorAdapter(completion=mode))
+    control = monitor.control
+    assert control is not None
+    statuses: list[int] = []
+    ctx = monitor.create_async_context()
+    monitor.name(ctx, "a1")
+
+    def callback(actx: Any, data: Any) -> None:
+        statuses.append(monitor.inner.get_async_call_status(actx))
+        statuses.append(monitor.get_async_call_status(actx))  # (the final status, read again)
+
+    assert monitor.set_async_notify_callback(ctx, callback, "a1") == st.SEC_E_OK
+    out = CallOutputs()
+    for i in range(3):
+        assert monitor.acquire_credentials_handle_async(ctx, None, "Sim", OUT, None, out) == st.SEC_E_OK
+        if mode == "deferred":
+            assert control.complete(ctx)
+        assert monitor.get_async_call_status(ctx) == st.SEC_E_OK
+        assert st.nt_success(monitor.reinit_async_context(ctx))
+        assert monitor.set_async_notify_callback(ctx, callback, f"a1-{i}") == st.SEC_E_OK
+        assert monitor.free_credentials_handle_async(ctx, out.credential) == st.SEC_E_OK
+        if mode == "deferred":
+            assert control.complete(ctx)
+        assert st.nt_success(monitor.reinit_async_context(ctx))
+        assert st.nt_success(monitor.reinit_async_context(ctx))
+        assert monitor.callback_count(ctx) == 2 * (i + 1)
+    shadow = monitor._peek(ctx)
+    assert shadow is not None and shadow.usual
+    monitor.free_async_context(ctx)
+    monitor.finish(0.0)
+    assert statuses == [st.SEC_E_OK] * 12
+    assert monitor.callback_count(ctx) == 6
+    assert monitor.violations() == []
+    kinds = [(e.kind, e.op) for e in monitor.trace if e.op == "acquire_credentials_handle_async"]
+    queue = [("call", "acquire_credentials_handle_async"), ("callback", "acquire_credentials_handle_async")]
+    assert kinds == ([*queue, ("return", "acquire_credentials_handle_async")] if mode == "inline" else queue) * 3
+    assert sum(1 for e in monitor.trace if (e.kind, e.op) == ("return", "reinit_async_context")) == 9
+
+
+# Call record fields compared between the hot and the general paths: the bookkeeping up to the
+# returned status (not the outputs object, one per run, nor the trace fields the hot paths leave
+# out: time, thread and the status kept for the callback's event).
+_STATE_FIELDS = [i for i in range(13) if i != 1]
+
+
+def _state(sh: _Shadow) -> dict[str, Any]:
+    def record(call: Any) -> Any:
+        return None if call is None else [call[i] for i in _STATE_FIELDS]
+
+    # (the callbacks are the same function in both runs only in some tests: their data is compared)
+    fields = {name: getattr(sh, name) for name in _Shadow.__slots__
+              if name not in ("handle", "mon", "call", "tentative", "older", "reg", "user")}
+    fields.update(call=record(sh.call), tentative=record(sh.tentative), older=[record(c) for c in sh.older],
+                  reg=None if sh.reg is None else (sh.reg[1], sh.reg[3]), user=sh.user is not None)
+    return fields
+
+
+def _round_trips(monitor: ContractMonitor, callback: Any) -> list[Any]:
+    """Two round trips with reinits in between, one step per item (see the test below)."""
+    control = monitor.control
+    assert control is not None
+    out = CallOutputs()
+    ctx = monitor.create_async_context()
+    complete = (lambda: control.complete(ctx)) if control.mode == "deferred" else (lambda: None)
+    return [
+        ctx,
+        lambda: monitor.set_async_notify_callback(ctx, callback, "one"),
+        lambda: monitor.acquire_credentials_handle_async(ctx, None, "Sim", OUT, None, out),
+        complete,
+        lambda: monitor.reinit_async_context(ctx),
+        lambda: monitor.reinit_async_context(ctx),
+        lambda: monitor.free_credentials_handle_async(ctx, out.credential),
+        complete,
+        lambda: monitor.reinit_async_context(ctx),
+        lambda: monitor.set_async_notify_callback(ctx, callback, "two"),
+    ]
+
+
+@pytest.mark.parametrize("mode", ["deferred", "inline"])
+@pytest.mark.parametrize("stop", range(10))
+def test_leaving_the_usual_case_after_reinits_gives_the_general_paths_shadow(mode: str, stop: int) -> None:
+    """Wherever a usual context leaves the hot paths (here after the first ``stop`` steps of two
+    round trips with reinits), leave_usual gives every field the value the general paths gave it:
+    the callbacks of calls before a reinit counted, the registration kept across reinits with
+    reinit_since_reg set, and cleared by a new registration."""
+    shadows = []
+    for cls in (ContractMonitor, _GeneralOnly):
+        monitor = cls(SimulatorAdapter(completion=mode))
+        ctx, *steps = _round_trips(monitor, _noop)
+        for step in steps[:stop]:
+            step()
+        sh = monitor._peek(ctx)
+        assert sh is not None and sh.usual == (cls is ContractMonitor)
+        if cls is ContractMonitor:
+            assert monitor.callback_count(ctx) == sh.callback_count()
+        sh.leave_usual()
+        shadows.append(_state(sh))
+    assert shadows[0] == shadows[1]
+    callbacks = [0, 0, 1, 1, 1, 1, 2, 2, 2, 2] if mode == "inline" else [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
+    assert shadows[0]["callbacks"] == callbacks[stop]
+    assert shadows[0]["reinit_since_reg"] == (stop in (4, 5, 6, 7, 8))
+
+
+@pytest.mark.parametrize("mode", ["deferred", "inline"])
+@pytest.mark.parametrize("at", [1, 2])
+def test_leaving_the_usual_case_inside_a_callback_gives_the_general_paths_shadow(mode: str, at: int) -> None:
+    """The same inside the callback of the ``at``-th call: in inline mode the call is still being
+    queued there (completed, its record still tentative)."""
+    shadows = []
+    for cls in (ContractMonitor, _GeneralOnly):
+        monitor = cls(SimulatorAdapter(completion=mode))
+        seen: list[dict[str, Any]] = []
+
+        def callback(actx: Any, data: Any, monitor: ContractMonitor = monitor, seen: list[Any] = seen) -> None:
+            sh = monitor._peek(actx)
+            assert sh is not None
+            if sh.callback_count() == at:
+                assert sh.usual == (monitor.__class__ is ContractMonitor)
+                sh.leave_usual()
+                seen.append(_state(sh))
+
+        ctx, *steps = _round_trips(monitor, callback)
+        for step in steps:
+            step()
+        assert len(seen) == 1
+        shadows.append(seen[0])
+        shadows.append(_state(monitor._peek(ctx)))  # type: ignore[arg-type]  # (and what followed)
+    assert shadows[0] == shadows[2] and shadows[1] == shadows[3]
+    assert shadows[0]["in_callback"] is not None
+    assert (shadows[0]["tentative"] is not None) == (mode == "inline")
