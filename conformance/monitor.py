@@ -526,24 +526,28 @@ class ContractMonitor(Adapter):
         self._live: dict[Handle, _Shadow] = {}
         # Freed contexts, remembered for double frees and other use after free: the latest ones in
         # _freed, earlier generations in _freed_old (newest last; the oldest is forgotten as a
-        # new one comes, so shadows die at the pace they are made: see _COMPLETE_BASE).
+        # new one comes, so shadows die at the pace they are made: see _COMPLETE_BASE).  The deque is
+        # made when the first generation fills (most monitors, one per scenario, never get there).
         self._freed: dict[Handle, _Shadow] = {}
-        self._freed_old: deque[dict[Handle, _Shadow]] = deque(maxlen=_FREED_MEMORY // _FREED_GENERATION)
+        self._freed_old: deque[dict[Handle, _Shadow]] | tuple[()] = ()
         self._labels: dict[Any, str] = {}
         self._custom: dict[int, str] = {}  # async context number -> label given with name()
         self._actx_count = itertools.count(1)
         self._found: list[tuple[str, str, str, str | None, int | None]] = []
         self._reported: list[ViolationRecord] = []
         inner_control = inner.control
-        self._control = _MonitoredControl(self, inner_control) if inner_control is not None else None
+        # (the wrapper is made when somebody asks for it: see the control property)
+        self._inner_control = inner_control
+        self._control: _MonitoredControl | None = None
+        mode = inner_control.mode if inner_control is not None else None
         # Without completion control, or in threaded mode, callbacks race with the caller and
         # every shadow update takes the lock; in inline and deferred modes callbacks run on the
         # caller's thread and the lock is skipped on the hot paths (it costs as much as a
         # simulator call).  A callback arriving on a foreign thread switches locking on for good.
-        self._concurrent = inner_control is None or inner_control.mode == "threaded"
+        self._concurrent = mode is None or mode == "threaded"
         # Inline mode: an accepted call has completed when the queue call returns.  Tracked
         # through our control wrapper; change modes through ``monitor.control``.
-        self._inline = inner_control is not None and inner_control.mode == "inline"
+        self._inline = mode == "inline"
         # Not concurrent: the usual case of a queue call is handled without the lock (see _queue),
         # judged as deferred (_fast_queue: the call is pending when it returns) or as inline
         # (_fast_inline: it completed, its callback came, before it returned).
@@ -551,7 +555,7 @@ class ContractMonitor(Adapter):
         self._fast_inline = not self._concurrent and self._inline
         # Deferred mode: nothing completes unless ``monitor.control`` completes it, so a final
         # status before that is a status published too early (CTX-7).
-        self._deferred_mode = inner_control is not None and inner_control.mode == "deferred"
+        self._deferred_mode = mode == "deferred"
 
     # ---- trace and violations ----------------------------------------------------------------
     def _event(self, kind: str, op: str, ctx: Any, args: Any, status: int | None, detail: str = "") -> int:
@@ -625,6 +629,8 @@ class ContractMonitor(Adapter):
     def violations(self) -> list[ViolationRecord]:
         """Every violation found so far (both parties), then those the implementation reported."""
         self._drain_inner()
+        if not self._found and not self._reported:
+            return []  # (the usual end of a run; lists only grow, so no lock is needed to see it)
         with self._lock:
             found = [ViolationRecord(*entry) for entry in self._found]
             return found + list(self._reported)
@@ -750,7 +756,11 @@ class ContractMonitor(Adapter):
 
     @property
     def control(self) -> CompletionControl | None:
-        return self._control
+        control = self._control
+        if control is None and self._inner_control is not None:
+            # (two threads asking at once may each make one: the wrapper keeps no state of its own)
+            self._control = control = _MonitoredControl(self, self._inner_control)
+        return control
 
     def diagnostics(self) -> list[Violation]:
         """Drains the implementation's own reports (they also stay in :meth:`violations`)."""
@@ -847,7 +857,10 @@ class ContractMonitor(Adapter):
     def _new_freed_generation(self) -> None:
         """_freed is full: it becomes the newest old generation (the oldest is forgotten).  (Also
         where the trace length is checked for the hot paths that do not: see _TRIM_CHUNK.)"""
-        self._freed_old.append(self._freed)
+        old = self._freed_old
+        if not isinstance(old, deque):
+            self._freed_old = old = deque(maxlen=_FREED_MEMORY // _FREED_GENERATION)
+        old.append(self._freed)
         self._freed = {}
         if len(self._raw) > self._cap:
             self._trim()
