@@ -38,7 +38,10 @@ costs about twice one without it: ``python -m benchmarks simulator``):
 * one shadow lookup, then the state test; a shadow that only ever took these hot paths is
   *usual* (:attr:`_Shadow.usual`), and what that implies (no earlier call owed, nothing
   cancelled, the flags all clear) is not tested again; anything else on a context sends it
-  through the general paths for good, which judge every case exactly;
+  through the general paths for good, which judge every case exactly.  The usual case covers a
+  caller's ordinary run in deferred and inline modes alike (the scenario runner's, ``python -m
+  benchmarks runner``): register, queue, the one callback owed (inline: during the queue call),
+  reads of the final status, reinit of an idle or completed context and reuse, free;
 * one item appended to the trace per event, made of plain values or of records the monitor keeps
   anyway (see ``_COMPLETE_BASE``): no event counter, no time stamp except on callbacks;
   :class:`~conformance.results.TraceEvent` objects, labels and messages are built only when
@@ -772,10 +775,11 @@ class ContractMonitor(Adapter):
         self._drain_inner()
 
     # ---- async context management ---------------------------------------------------------------
-    # Hot paths (create, register, queue, complete, status read, free) handle the usual case first,
-    # without the lock when no worker thread can race: one shadow lookup, the state test (see
-    # _Shadow.usual), one item appended to the trace.  Calls are not timed there (the trace gives
-    # them the time of the event before them); callbacks are.
+    # Hot paths (create, register, queue, callback, complete, status read, reinit, free) handle the
+    # usual case first, without the lock when no worker thread can race: one shadow lookup, the
+    # state test (see _Shadow.usual), one item appended to the trace (two for a queue call completed
+    # inline: its callback comes between the call and its return).  Calls are not timed there (the
+    # trace gives them the time of the event before them); callbacks are.
     def create_async_context(self) -> Handle | None:
         handle = self.inner.create_async_context()
         if not self._concurrent and handle is not None:
