@@ -510,6 +510,22 @@ class _MonitoredControl(CompletionControl):
         self._inner.inject_fault(fault, **params)
 
 
+# Auth data may carry secrets (test passwords are still passwords to somebody): the trace,
+# and so every report, shows their keys but never their values.  ``accounts`` (a server's
+# user -> password table) keeps the user names.
+_SECRET_WORDS = ("password", "passwd", "secret", "passphrase", "private_key")
+_SECRET_TABLES = frozenset({"accounts"})
+
+
+def _masked(key: str, value: Any, summary: Callable[[Any], Any]) -> Any:
+    lowered = key.lower()
+    if any(word in lowered for word in _SECRET_WORDS) or lowered == "pin":
+        return "***"
+    if lowered in _SECRET_TABLES and isinstance(value, Mapping):
+        return {str(user): "***" for user in value}
+    return summary(value)
+
+
 class ContractMonitor(Adapter):
     """Wraps ``inner``, forwards every call, records a trace and checks Section A online."""
 
@@ -748,7 +764,7 @@ class ContractMonitor(Adapter):
         if isinstance(value, CallOutputs):
             return "outputs"
         if isinstance(value, Mapping):
-            return {str(k): "***" if "password" in str(k).lower() else self._summary(v) for k, v in value.items()}
+            return {str(k): _masked(str(k), v, self._summary) for k, v in value.items()}
         if callable(value):
             return getattr(value, "__qualname__", repr(value))
         return self._handle_label(value)

@@ -16,7 +16,7 @@ from section_a_workload import DELIBERATE_MISUSE, Data, implementation_ids, run_
 from adapters import status as st
 from adapters.api import CallOutputs, Handle, SecBuffer, Unsupported
 from adapters.async_state import TABLE, Event, Rule, State
-from adapters.constants import ISC_REQ, SECBUFFER_TOKEN, SECPKG_CRED_OUTBOUND
+from adapters.constants import ISC_REQ, SECBUFFER_TOKEN, SECPKG_CRED_INBOUND, SECPKG_CRED_OUTBOUND
 from adapters.simulator import create as create_simulator
 from adapters.simulator.adapter import AsyncContext, SimulatorAdapter
 from adapters.simulator.mutants import MUTANTS
@@ -130,6 +130,18 @@ def test_trace_records_calls_callbacks_and_statuses(deferred: ContractMonitor) -
     callback = trace[4]
     assert callback.thread == threading.get_ident() and callback.status == st.SEC_E_OK
     assert all(b.t >= a.t for a, b in itertools.pairwise(trace))
+
+
+def test_server_accounts_and_other_secrets_are_masked_in_the_trace(deferred: ContractMonitor) -> None:
+    ctx = deferred.create_async_context()
+    deferred.set_async_notify_callback(ctx, _noop, None)
+    auth = {"name": "server.test", "accounts": {"alice": "secret", "bob": "hunter2"}, "legs": 2,
+            "client_secret": "s3", "PIN": "1234", "nested": {"Passphrase": "p"}}
+    deferred.acquire_credentials_handle_async(ctx, None, "Sim", SECPKG_CRED_INBOUND, auth, CallOutputs())
+    shown = next(e for e in deferred.trace if e.kind == "call").args["auth_data"]
+    assert shown == {"name": "server.test", "accounts": {"alice": "***", "bob": "***"}, "legs": 2,
+                     "client_secret": "***", "PIN": "***", "nested": {"Passphrase": "***"}}
+    assert "hunter2" not in repr(deferred.trace) and "1234" not in repr(deferred.trace)
 
 
 def test_inline_callback_is_ordered_between_call_and_return() -> None:
