@@ -9,7 +9,9 @@ Options (strings):
   listed here forwarded as ``--option KEY=VALUE``;
 * ``call_timeout_ms`` (5000), ``start_timeout_ms`` (15000: first ``initialize`` of a
   newly started agent), ``idle_timeout_ms`` (60000: a pooled agent idle longer is
-  discarded), ``max_message_bytes`` (16 MiB).
+  discarded), ``max_message_bytes`` (16 MiB);
+* ``held_callbacks`` (true): offer the agent the held-callbacks extension, so the calls a
+  callback makes reach the implementation while its callback is still running.
 
 Options not listed are the agent adapter's own; they are also sent in ``initialize``.
 See docs/protocol.md.
@@ -40,7 +42,8 @@ def create(options: dict[str, str]) -> Adapter:
 
 def _open(conn: Connection, opts: RemoteOptions, timeout: float) -> RemoteAdapter:
     key = opts.pool_key
-    adapter = RemoteAdapter(conn, opts.call_timeout, release=lambda c: pool.give_back(key, c))
+    adapter = RemoteAdapter(conn, opts.call_timeout, release=lambda c: pool.give_back(key, c),
+                            held_callbacks=opts.held_callbacks)
     try:
         adapter.initialize(opts.forwarded, timeout)
     except BaseException:

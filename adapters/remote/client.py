@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -69,8 +70,15 @@ class RemoteAdapter(Adapter):
         connection: Connection,
         call_timeout: float,
         release: Callable[[Connection], None] | None = None,
+        held_callbacks: bool = True,
     ) -> None:
         self._conn = connection
+        self._offer_held = held_callbacks
+        # The agent accepted held-callbacks: each notification with a ``hold`` token waits
+        # in the agent until we send the token back after the caller's callback returned.
+        self.held_callbacks = False
+        self._holding: dict[int, int] = {}  # threads running held callbacks -> nesting depth
+        self._held_cv = threading.Condition(threading.Lock())
         self._timeout = call_timeout
         self._release = release
         self._caps: Capabilities | None = None
@@ -95,15 +103,15 @@ class RemoteAdapter(Adapter):
     # ---- session ---------------------------------------------------------------------------
     def initialize(self, options: Mapping[str, str], timeout: float) -> None:
         """Open the session (``initialize``); raises ImplementationCrashed on a bad answer."""
-        res = self._conn.request(
-            "initialize",
-            {
-                "protocol": p.PROTOCOL_VERSION,
-                "client": {"name": CLIENT_NAME, "version": CLIENT_VERSION},
-                "options": dict(options),
-            },
-            timeout,
-        )
+        params: dict[str, Any] = {
+            "protocol": p.PROTOCOL_VERSION,
+            "client": {"name": CLIENT_NAME, "version": CLIENT_VERSION},
+            "options": dict(options),
+        }
+        if self._offer_held:
+            # The agent may hold a callback this long for us; reuses the per-call timeout.
+            params["extensions"] = {p.HELD_CALLBACKS: {"timeout_ms": max(1, round(self._timeout * 1000))}}
+        res = self._conn.request("initialize", params, timeout)
         try:
             if not isinstance(res, dict) or res.get("protocol") != p.PROTOCOL_VERSION:
                 raise codec.WireError(f"protocol version {res.get('protocol') if isinstance(res, dict) else res!r}")
@@ -116,6 +124,8 @@ class RemoteAdapter(Adapter):
             raise ImplementationCrashed(f"remote agent {self._conn.label} broke PROTO-4: {exc}") from None
         agent = res.get("agent")
         self.agent_info = agent if isinstance(agent, dict) else {}
+        accepted = res.get("extensions")
+        self.held_callbacks = self._offer_held and isinstance(accepted, dict) and p.HELD_CALLBACKS in accepted
         if "completion-control" in self._caps.features:
             self._control = RemoteControl(self)
 
@@ -124,6 +134,8 @@ class RemoteAdapter(Adapter):
             raise AdapterError(f"{method} on a closed remote adapter")
         if self._seen:  # a callback that calls in sees the agent's state from now on
             self._seen.pop(threading.get_ident(), None)
+        if self._holding:
+            self._await_held()
         return self._conn.request(method, params, self._timeout)
 
     def _field(self, res: Any, key: str, method: str) -> Any:
@@ -197,6 +209,58 @@ class RemoteAdapter(Adapter):
 
     # ---- notifications ---------------------------------------------------------------------
     def prepare_notification(self, method: str, params: Any) -> Thunk | None:
+        if not self.held_callbacks or type(params) is not dict or "hold" not in params:
+            return self._prepare_callback(method, params)
+        # Held callback: the agent waits inside the implementation's callback until we
+        # return its token, after the caller's callback (and every call it made) returned;
+        # also when no callback runs (a protocol violation) and when it raised (NOTIFY-1).
+        hold = params["hold"]
+        try:
+            thunk = self._prepare_callback(method, params)
+        except BaseException:
+            self._return_hold(hold)
+            raise
+        if thunk is None:
+            self._return_hold(hold)
+            return None
+        run = thunk
+
+        def held() -> None:
+            me = threading.get_ident()
+            with self._held_cv:
+                self._holding[me] = self._holding.get(me, 0) + 1
+            try:
+                run()
+            finally:
+                self._return_hold(hold)
+                with self._held_cv:
+                    depth = self._holding.pop(me) - 1
+                    if depth:
+                        self._holding[me] = depth
+                    self._held_cv.notify_all()
+
+        return held
+
+    def _await_held(self) -> None:
+        """A thread outside every held callback calls in: first let callbacks held on other
+        threads return.  Such a call usually follows from the callback (it woke the caller
+        up), and in-process it reaches the implementation after the implementation's
+        callback returned; sent earlier it would overtake the callback_returned.  A thread
+        running a held callback never waits (nested calls, two callbacks calling in), and
+        the wait is bounded: a callback that waits for this very thread would deadlock."""
+        me = threading.get_ident()
+        deadline = time.monotonic() + self._timeout
+        with self._held_cv:
+            while self._holding and me not in self._holding:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._held_cv.wait(remaining)
+
+    def _return_hold(self, hold: Any) -> None:
+        self._conn.notify(p.CALLBACK_RETURNED, {"hold": hold}, self._timeout)
+
+    def _prepare_callback(self, method: str, params: Any) -> Thunk | None:
         conn = self._conn
         if method != "callback":
             conn.violate("PROTO-10", f"unknown notification {method!r}")

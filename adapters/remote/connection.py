@@ -135,6 +135,18 @@ class Connection:
                 if not self._inside and self._expected and self._pump_idle:
                     self._pump_cv.notify()  # a callback is awaited and nobody reads: the pump does
 
+    def notify(self, method: str, params: dict[str, Any], timeout: float) -> None:
+        """Send a notification (no answer comes); a broken stream is left for the next
+        request to report, so this never raises for it."""
+        if self.dead is not None:
+            return
+        data = f'{{"jsonrpc":"2.0","method":{dumps(method)},"params":{dumps(params)}}}\n'.encode()
+        try:
+            with self._wmu:
+                self._t.write_all(data, time.monotonic() + timeout)
+        except (StreamTimeout, StreamClosed):
+            pass
+
     def expect(self, delta: int) -> None:
         """Count callbacks the caller is waiting for; the pump reads only while some are.
 

@@ -12,7 +12,7 @@ from adapters.remote import protocol as p
 
 CLIENT_KEYS = frozenset({
     "command", "connect", "agent_adapter", "call_timeout_ms", "start_timeout_ms", "idle_timeout_ms",
-    "max_message_bytes",
+    "max_message_bytes", "held_callbacks",
 })
 
 
@@ -24,6 +24,7 @@ class RemoteOptions:
     start_timeout: float
     idle_timeout: float
     max_message_bytes: int
+    held_callbacks: bool = True  # offer the held-callbacks extension (docs/protocol.md, section 5)
     forwarded: dict[str, str] = field(default_factory=dict)  # the agent adapter's own options
 
     @property
@@ -42,6 +43,18 @@ def _positive_int(options: Mapping[str, str], key: str, default: int) -> int:
     if value <= 0:
         raise ValueError(f"remote option {key}={raw!r}: must be positive")
     return value
+
+
+def _bool(options: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = options.get(key)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"remote option {key}={raw!r}: expected true or false")
 
 
 def parse_command(raw: str) -> tuple[str, ...]:
@@ -93,5 +106,6 @@ def parse(options: Mapping[str, str]) -> RemoteOptions:
         start_timeout=_positive_int(options, "start_timeout_ms", p.DEFAULT_START_TIMEOUT_MS) / 1000.0,
         idle_timeout=_positive_int(options, "idle_timeout_ms", p.DEFAULT_IDLE_TIMEOUT_MS) / 1000.0,
         max_message_bytes=_positive_int(options, "max_message_bytes", p.DEFAULT_MAX_MESSAGE_BYTES),
+        held_callbacks=_bool(options, "held_callbacks", True),
         forwarded=forwarded,
     )

@@ -18,6 +18,11 @@ DEFAULT_START_TIMEOUT_MS = 15000
 DEFAULT_IDLE_TIMEOUT_MS = 60000
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
+# ---- the held-callbacks extension (docs/protocol.md, section 5) --------------------------------
+HELD_CALLBACKS = "held-callbacks"  # offered in initialize.extensions, accepted in its result
+CALLBACK_RETURNED = "callback_returned"  # client -> agent notification: {"hold": token}
+MAX_HOLD_TIMEOUT_MS = 600_000  # an agent holds a callback at most this long whatever is offered
+
 # ---- JSON-RPC 2.0 error codes ----------------------------------------------------------------
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -45,6 +50,8 @@ PROTO: dict[str, str] = {
     "PROTO-9": "the agent keeps its stream open and alive for the whole session",
     "PROTO-10": "the agent sends only the notifications of the protocol, never requests",
     "PROTO-11": "results have the shape docs/protocol.md gives for their method",
+    # Recorded by the agent, party "caller": the client's side kept the implementation waiting.
+    "PROTO-12": "the client returns every held callback within the hold timeout (held-callbacks)",
 }
 
 # Methods that are answered even when no session is open.

@@ -132,6 +132,7 @@ class Session:
         # survives reinit); a call queued on any other context completes silently.
         self._notified: set[Any] = set()
         self._freed: set[Any] = set()  # async contexts the caller freed (or is freeing)
+        self._notes: list[dict[str, Any]] = []  # the agent's own findings (PROTO-12), reported once
         self._lock = threading.Lock()
         self.closed = False
         self.methods: dict[str, Callable[[Mapping[str, Any]], Any]] = {
@@ -400,8 +401,19 @@ class Session:
         return {"status": status & codec.U32, "buffers": codec.encode_buffers(buffers)}
 
     # ---- diagnostics and completion control ------------------------------------------------
+    def note(self, requirement: str, message: str, party: str) -> None:
+        """A finding of the agent itself, reported with the implementation's (drained once)."""
+        with self._lock:
+            self._notes.append({"requirement": requirement, "message": message, "party": party, "call": None})
+
+    def _drain_notes(self) -> list[dict[str, Any]]:
+        with self._lock:
+            notes, self._notes = self._notes, []
+        return notes
+
     def diagnostics(self, params: Mapping[str, Any]) -> Any:
-        return {"violations": [codec.encode_violation(v) for v in self.adapter.diagnostics()]}
+        found = [codec.encode_violation(v) for v in self.adapter.diagnostics()]
+        return {"violations": found + self._drain_notes() if self._notes else found}
 
     def close(self) -> Any:
         """Close the adapter; callbacks it runs while closing are still forwarded."""
@@ -410,7 +422,7 @@ class Session:
             violations = self.adapter.diagnostics()
         finally:
             self.closed = True
-        return {"violations": [codec.encode_violation(v) for v in violations]}
+        return {"violations": [codec.encode_violation(v) for v in violations] + self._drain_notes()}
 
     def _control(self) -> Any:
         control = self.adapter.control
