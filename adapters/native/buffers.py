@@ -54,9 +54,8 @@ _ZEROS = memoryview(bytes(1 << 16))  # padding source: a slice of it copies with
 _KEPT_MAX = 1 << 20  # a frame does not keep a block larger than this between calls
 _DESC_SIZE = ctypes.sizeof(ffi.SecBufferDesc)
 # The frame of a single buffer (descriptor, SecBuffer, sentinel): the usual case, packed
-# and unpacked with explicit fields (no tuple building on the hot path).
+# and unpacked with explicit fields (no field list built on the hot path).
 _ONE = struct.Struct("@" + "IIP" * 3)
-_M32 = 0xFFFFFFFF
 
 
 @functools.lru_cache(maxsize=8)
@@ -225,36 +224,11 @@ class CBufferDesc:
         return capacity, buf.type & 0xFFFFFFFF, block.address
 
     def fill_one(self, buffers: list[SecBuffer], allocate: bool) -> None:
-        """:meth:`fill` for the usual single buffer with the frame's guard size: the same
-        layout as :meth:`_slot`, written in one frame and one explicit pack."""
+        """:meth:`fill` for the usual single buffer: the slot prepared as :meth:`_slot` does,
+        the descriptor written with one explicit pack instead of a field list."""
         self.buffers = buffers
-        buf = buffers[0]
-        data = buf.data
-        used = len(data)
-        size = buf.size
-        capacity = size if size is not None and size > used else used
-        if allocate or capacity <= 0:
-            self.caps[0] = 0
-            _ONE.pack_into(self.memory, 0, SECBUFFER_VERSION, 1, self.array, 0, buf.type & _M32, 0,
-                           _SENTINEL_ULONG, _SENTINEL_ULONG, _SENTINEL_PTR)
-            return
-        guard = self.guard
-        block = self.blocks[0]
-        if block is None or block.size < capacity + guard:
-            block = self.blocks[0] = _Block(capacity + guard)
-            if block.size > _KEPT_MAX:
-                self.huge = True
-        store = block.store
-        if used:
-            store[0:used] = data
-        if capacity > used:
-            pad = capacity - used
-            store[used:capacity] = _ZEROS[:pad] if pad <= len(_ZEROS) else bytes(pad)
-        if block.guarded != capacity:
-            store[capacity:capacity + guard] = self.tail
-            block.guarded = capacity
-        self.caps[0] = capacity
-        _ONE.pack_into(self.memory, 0, SECBUFFER_VERSION, 1, self.array, capacity, buf.type & _M32, block.address,
+        cb, buffer_type, address = self._slot(0, buffers[0], allocate)
+        _ONE.pack_into(self.memory, 0, SECBUFFER_VERSION, 1, self.array, cb, buffer_type, address,
                        _SENTINEL_ULONG, _SENTINEL_ULONG, _SENTINEL_PTR)
 
     def finish(self, free: Callable[[int], int], *, inputs: bool) -> list[Overrun]:

@@ -235,6 +235,10 @@ class _Link:
     def end(self) -> None:
         """The connection is over: release held callbacks, close the session."""
         self._end()
+        self._close_session()
+
+    def _close_session(self) -> None:
+        """Close the open session, if any; its adapter's close failing changes nothing here."""
         session = self.session
         if session is not None and not session.closed:
             try:
@@ -378,12 +382,7 @@ class _Link:
         options = params.get("options") or {}
         if not isinstance(options, dict) or not all(isinstance(v, str) for v in options.values()):
             raise RpcError(p.INVALID_PARAMS, "options must map names to strings")
-        session = self.session
-        if session is not None and not session.closed:
-            try:
-                session.close()
-            except Exception:
-                pass
+        self._close_session()
         self.session = None
         server = self.server
         adapter = server.factory({**server.base_options, **options})
